@@ -1,0 +1,218 @@
+"""HTTP routes: thin handlers that parse, call the gateway, and render."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from app.api.validation import parse_body, validate_chat
+from app.catalog import ConfigError
+from app.errors import BodyTooLargeError, GatewayError
+from app.gateway import Gateway, RequestContext
+from app.telemetry.record import Record
+
+router = APIRouter()
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+CHAT_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model", "messages"],
+                    "properties": {
+                        "model": {"type": "string", "minLength": 1},
+                        "messages": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["role", "content"],
+                                "properties": {
+                                    "role": {
+                                        "type": "string",
+                                        "enum": ["system", "user", "assistant"],
+                                    },
+                                    "content": {"type": "string"},
+                                },
+                            },
+                        },
+                        "stream": {"type": "boolean"},
+                        "max_tokens": {"type": "integer", "minimum": 1},
+                        "temperature": {"type": "number"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def gateway_of(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def request_id_of(request: Request) -> str:
+    incoming = request.headers.get("x-request-id")
+    rid = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request.state.request_id = rid
+    return rid
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(
+            f"the request body is {declared} bytes; this gateway accepts at most {limit} "
+            "(PARETO_MAX_BODY_BYTES)"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(
+                f"the request body is over {limit} bytes, the most this gateway accepts "
+                "(PARETO_MAX_BODY_BYTES)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/v1/chat/completions", openapi_extra=CHAT_SCHEMA)
+async def chat_completions(request: Request) -> Response:
+    """OpenAI-compatible chat completions, streaming or not."""
+    started = time.perf_counter()
+    rid = request_id_of(request)
+    gateway = gateway_of(request)
+    settings = gateway.settings
+    body = parse_body(await read_body(request, settings.max_body_bytes))
+    validate_chat(
+        body, max_messages=settings.max_messages, max_content_chars=settings.max_content_chars
+    )
+    ctx = RequestContext(
+        request_id=rid,
+        headers=request.headers,
+        started=started,
+        record=Record(request_id=rid, stream=bool(body.get("stream"))),
+    )
+    result = await gateway.handle_chat(body, ctx)
+    if result.stream is not None:
+        return StreamingResponse(
+            result.stream,
+            media_type="text/event-stream",
+            headers={**_SSE_HEADERS, **result.headers},
+        )
+    return Response(
+        result.body,
+        status_code=result.status,
+        headers=result.headers,
+        media_type="application/json",
+    )
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    """The catalog's models and the routing policies, in OpenAI's list shape."""
+    catalog = gateway_of(request).catalog
+    data: list[dict[str, Any]] = []
+    for name in sorted(catalog.by_model):
+        model = catalog.models[name]
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "pareto",
+                "pareto": {
+                    "kind": "model",
+                    "quality": model.quality,
+                    "context_window": model.context_window,
+                    "capabilities": sorted(model.capabilities),
+                    "deployments": [d.id for d in catalog.by_model[name]],
+                },
+            }
+        )
+    for name in sorted(catalog.policies):
+        policy = catalog.policies[name]
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "pareto",
+                "pareto": {"kind": "policy", "description": policy.description},
+            }
+        )
+    return Response(
+        content=orjson.dumps({"object": "list", "data": data}),
+        media_type="application/json",
+    )
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """Ready when the catalog is loaded and Redis (if configured) answers."""
+    state = request.app.state
+    checks: dict[str, str] = {"catalog": "ok" if state.gateway.catalog else "missing"}
+    ready = True
+    redis = getattr(state, "redis", None)
+    if redis is not None:
+        try:
+            await redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any Redis failure means not ready
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+            ready = False
+    return Response(
+        orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
+        status_code=200 if ready else 503,
+        media_type="application/json",
+    )
+
+
+@router.post("/admin/reload")
+async def admin_reload(request: Request) -> Response:
+    """Reload the config now; an invalid config is rejected and the old one stays."""
+    settings = gateway_of(request).settings
+    if not settings.admin_key:
+        raise GatewayError(
+            "admin endpoints are disabled: set PARETO_ADMIN_KEY to enable them",
+            status=403,
+            code="admin_disabled",
+        )
+    if request.headers.get("authorization") != f"Bearer {settings.admin_key}":
+        raise GatewayError(
+            "admin endpoints need 'Authorization: Bearer <PARETO_ADMIN_KEY>'",
+            status=401,
+            code="invalid_admin_key",
+        )
+    try:
+        catalog = request.app.state.reloader.reload()
+    except ConfigError as exc:
+        raise GatewayError(
+            "the new config is invalid and was not applied: " + "; ".join(exc.problems),
+            status=400,
+            code="invalid_config",
+        ) from exc
+    return Response(
+        orjson.dumps({"status": "reloaded", "deployments": len(catalog.deployments)}),
+        media_type="application/json",
+    )

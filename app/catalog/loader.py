@@ -1,0 +1,228 @@
+"""Load a config file (and its includes), validate it, and compile a :class:`Catalog`.
+
+Every problem is reported as ``file: dotted.path: reason`` so a person can fix the file;
+:class:`ConfigError` carries the whole list. The server refuses to start on one, and a reload
+that fails keeps the old catalog.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+import yaml
+from pydantic import ValidationError
+
+from app.catalog.model import Catalog, Deployment, Model, Policy
+from app.catalog.spec import ConfigSpec, DeploymentSpec, ModelSpec
+
+log = structlog.get_logger("pareto.catalog")
+
+_PER_TOKEN = 1e-6
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. ``problems`` lists every ``file: path: reason``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid config:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        problems.append(f"{path}: cannot read file: {exc.strerror or exc}")
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problems.append(f"{path}: not valid YAML: {exc}")
+        return None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        return None
+    return data
+
+
+def _validate(path: Path, data: dict[str, Any], problems: list[str]) -> ConfigSpec | None:
+    try:
+        return ConfigSpec.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            problems.append(f"{path}: {loc}: {err['msg']}")
+        return None
+
+
+def _collect(path: Path, problems: list[str], seen: set[Path]) -> list[tuple[Path, ConfigSpec]]:
+    """The file and its includes, depth first; each file validated on its own."""
+    path = path.resolve()
+    if path in seen:
+        problems.append(f"{path}: include cycle")
+        return []
+    seen.add(path)
+    data = _read_yaml(path, problems)
+    if data is None:
+        return []
+    spec = _validate(path, data, problems)
+    if spec is None:
+        return []
+    out = [(path, spec)]
+    for inc in spec.include:
+        out.extend(_collect(path.parent / inc, problems, seen))
+    return out
+
+
+def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Catalog:
+    """Load, validate and compile; raise :class:`ConfigError` listing every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    files = _collect(Path(path), problems, set())
+    if problems:
+        raise ConfigError(problems)
+
+    models: dict[str, tuple[Path, ModelSpec]] = {}
+    deployments: dict[str, tuple[Path, DeploymentSpec]] = {}
+    policies: dict[str, tuple[Path, Any]] = {}
+    snapshot: str | None = None
+    default_policy: str | None = None
+    for file, spec in files:
+        snapshot = snapshot or spec.snapshot_date
+        default_policy = default_policy or spec.default_policy
+        for kind, target, source in (
+            ("models", models, spec.models),
+            ("deployments", deployments, spec.deployments),
+            ("policies", policies, spec.policies),
+        ):
+            for name, item in source.items():
+                if name in target:
+                    problems.append(
+                        f"{file}: {kind}.{name}: defined twice (also in {target[name][0]})"
+                    )
+                target[name] = (file, item)  # type: ignore[assignment]
+
+    compiled_models = {
+        name: Model(
+            name=name,
+            quality=m.quality,
+            quality_by_category=dict(m.quality_by_category),
+            context_window=m.context_window,
+            max_output_tokens=m.max_output_tokens,
+            capabilities=frozenset(m.capabilities),
+        )
+        for name, (_, m) in models.items()
+    }
+    policy_names = set(policies)
+    for name in policy_names & set(compiled_models):
+        problems.append(f"{policies[name][0]}: policies.{name}: name clashes with a model")
+
+    compiled: list[Deployment] = []
+    disabled: dict[str, str] = {}
+    for dep_id, (file, d) in deployments.items():
+        where = f"{file}: deployments.{dep_id}"
+        if "@" not in dep_id:
+            problems.append(f"{where}: id must be 'model@provider'")
+            continue
+        model_part, provider = dep_id.split("@", 1)
+        model_name = d.model or model_part
+        model = compiled_models.get(model_name)
+        if model is None:
+            problems.append(f"{where}: model {model_name!r} is not defined under models")
+            continue
+        if d.kind in ("openai_compat", "anthropic") and not d.base_url:
+            problems.append(f"{where}: base_url is required for kind {d.kind}")
+            continue
+        if d.base_url and not d.base_url.startswith(("http://", "https://")):
+            problems.append(f"{where}: base_url must start with http:// or https://")
+            continue
+        api_key: str | None = None
+        if d.api_key_env:
+            api_key = env.get(d.api_key_env) or None
+            if api_key is None:
+                disabled[dep_id] = f"environment variable {d.api_key_env} is not set"
+                continue
+        if not d.enabled:
+            disabled[dep_id] = "enabled: false in config"
+            continue
+        price = d.price
+        compiled.append(
+            Deployment(
+                id=dep_id,
+                model=model,
+                provider=provider,
+                kind=d.kind,
+                base_url=d.base_url.rstrip("/") if d.base_url else None,
+                upstream_model=d.upstream_model or model_name,
+                headers=dict(d.headers),
+                price_input=price.input * _PER_TOKEN,
+                price_cached_input=(
+                    price.cached_input if price.cached_input is not None else price.input
+                )
+                * _PER_TOKEN,
+                price_output=price.output * _PER_TOKEN,
+                batch_discount=price.batch_discount,
+                ttft_s=d.ttft_s,
+                decode_tps=d.decode_tps,
+                context_window=d.context_window or model.context_window,
+                capabilities=(
+                    frozenset(d.capabilities) if d.capabilities is not None else model.capabilities
+                ),
+                connect_timeout_s=d.connect_timeout_s,
+                first_token_timeout_s=d.first_token_timeout_s,
+                total_timeout_s=d.total_timeout_s,
+                simulation=d.simulation,
+                api_key_env=d.api_key_env,
+                api_key=api_key,
+            )
+        )
+
+    compiled_policies: dict[str, Policy] = {}
+    for name, (file, p) in policies.items():
+        for m in p.models or []:
+            if m not in compiled_models:
+                problems.append(f"{file}: policies.{name}.models: unknown model {m!r}")
+        compiled_policies[name] = Policy(
+            name=name,
+            description=p.description,
+            lambda_cost=p.lambda_cost,
+            lambda_latency=p.lambda_latency,
+            quality_floor=p.quality_floor,
+            max_cost_usd=p.max_cost_usd,
+            max_latency_ms=p.max_latency_ms,
+            best_effort=p.best_effort,
+            models=frozenset(p.models) if p.models else None,
+        )
+    if default_policy and default_policy not in compiled_policies:
+        problems.append(f"{files[0][0]}: default_policy: unknown policy {default_policy!r}")
+    if not compiled_models:
+        problems.append(f"{files[0][0]}: models: at least one model is required")
+    if problems:
+        raise ConfigError(problems)
+
+    by_model: dict[str, list[Deployment]] = {}
+    for dep in compiled:
+        by_model.setdefault(dep.model.name, []).append(dep)
+    return Catalog(
+        source=str(Path(path)),
+        snapshot_date=snapshot,
+        models=compiled_models,
+        deployments=tuple(compiled),
+        by_model={k: tuple(v) for k, v in by_model.items()},
+        by_id={d.id: d for d in compiled},
+        policies=compiled_policies,
+        default_policy=default_policy,
+        disabled=disabled,
+    )
+
+
+def log_disabled(catalog: Catalog) -> None:
+    """One clear log line per deployment that is configured but disabled."""
+    for dep_id, reason in sorted(catalog.disabled.items()):
+        log.warning("deployment_disabled", deployment=dep_id, reason=reason)

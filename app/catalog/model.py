@@ -1,0 +1,108 @@
+"""Phase two of the config: frozen, slotted runtime types built once per (re)load.
+
+The request path reads only these. Prices are kept in USD per token (not per million) so the
+cost model does no division per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from app.catalog.spec import FaultSpec, SimulationSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A logical model with its quality scores and capabilities."""
+
+    name: str
+    quality: float
+    quality_by_category: Mapping[str, float]
+    context_window: int
+    max_output_tokens: int
+    capabilities: frozenset[str]
+
+    def quality_for(self, category: str | None) -> float:
+        """Quality for a task category, falling back to the overall score."""
+        if category is None:
+            return self.quality
+        return self.quality_by_category.get(category, self.quality)
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A model at a provider: prices (USD per token), speeds, endpoint and credentials."""
+
+    id: str
+    model: Model
+    provider: str
+    kind: str
+    base_url: str | None
+    upstream_model: str
+    headers: Mapping[str, str]
+    price_input: float
+    price_cached_input: float
+    price_output: float
+    batch_discount: float
+    ttft_s: float
+    decode_tps: float
+    context_window: int
+    capabilities: frozenset[str]
+    connect_timeout_s: float | None
+    first_token_timeout_s: float | None
+    total_timeout_s: float | None
+    simulation: SimulationSpec | None
+    api_key_env: str | None = None
+    api_key: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def faults(self) -> FaultSpec:
+        return self.simulation.faults if self.simulation else FaultSpec()
+
+    def static_cost_usd(self, n_in: int, n_out: int, n_cached: int = 0) -> float:
+        """``(n_in·p_in + n_out·p_out)/1e6`` with the cached part of the input at its price."""
+        fresh = max(n_in - n_cached, 0)
+        return (
+            fresh * self.price_input
+            + n_cached * self.price_cached_input
+            + n_out * self.price_output
+        )
+
+    def static_latency_s(self, n_out: int) -> float:
+        """``TTFT + n_out / decode_tps`` from the catalog's figures."""
+        return self.ttft_s + n_out / self.decode_tps
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A named routing behaviour with its numbers resolved."""
+
+    name: str
+    description: str
+    lambda_cost: float
+    lambda_latency: float
+    quality_floor: float | str | None
+    max_cost_usd: float | None
+    max_latency_ms: float | None
+    best_effort: bool
+    models: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Every model, enabled deployment and policy of one loaded config."""
+
+    source: str
+    snapshot_date: str | None
+    models: Mapping[str, Model]
+    deployments: tuple[Deployment, ...]
+    by_model: Mapping[str, tuple[Deployment, ...]]
+    by_id: Mapping[str, Deployment]
+    policies: Mapping[str, Policy]
+    default_policy: str | None
+    disabled: Mapping[str, str]
+
+    def names(self) -> list[str]:
+        """Every name a client may put in ``model``: models then policies."""
+        return sorted(self.by_model) + sorted(self.policies)

@@ -1,0 +1,125 @@
+"""Phase one of the config: the YAML's shape, validated with pydantic (``extra="forbid"``).
+
+These classes describe what a person writes in ``config/*.yaml``. They are compiled once into
+the frozen runtime types of :mod:`app.catalog.model`; the request path never sees them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Capability = Literal["tools", "vision", "json", "logprobs"]
+ProviderKind = Literal["openai_compat", "anthropic", "simulated"]
+CATEGORIES: tuple[str, ...] = (
+    "code",
+    "math",
+    "extraction",
+    "summarization",
+    "translation",
+    "creative",
+    "chat",
+)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Spec):
+    """A logical model and its quality scores (0-100, e.g. an intelligence index)."""
+
+    quality: float = Field(ge=0, le=100)
+    quality_by_category: dict[str, float] = Field(default_factory=dict)
+    context_window: int = Field(gt=0)
+    max_output_tokens: int = Field(default=16384, gt=0)
+    capabilities: list[Capability] = Field(default_factory=list)
+    description: str = ""
+
+    @field_validator("quality_by_category")
+    @classmethod
+    def _known_categories(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, q in value.items():
+            if name not in CATEGORIES:
+                raise ValueError(f"unknown category {name!r}; use one of {', '.join(CATEGORIES)}")
+            if not 0 <= q <= 100:
+                raise ValueError(f"quality for {name!r} must be within 0..100, got {q}")
+        return value
+
+
+class PriceSpec(_Spec):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0, description="defaults to input")
+    batch_discount: float = Field(default=0.0, ge=0, lt=1, description="fraction off, batch API")
+
+
+class FaultSpec(_Spec):
+    """Faults the simulated provider injects (fractions of requests, 0..1)."""
+
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_status: list[int] = Field(default_factory=lambda: [500])
+    hang_rate: float = Field(default=0.0, ge=0, le=1)
+    slow_first_token_rate: float = Field(default=0.0, ge=0, le=1)
+    slow_first_token_s: float = Field(default=5.0, ge=0)
+    cut_rate: float = Field(default=0.0, ge=0, le=1, description="streams cut after a few chunks")
+
+
+class SimulationSpec(_Spec):
+    """How a simulated deployment behaves (speeds default to the deployment's figures)."""
+
+    output_tokens: int = Field(default=64, gt=0, description="answer length when no max_tokens")
+    ttft_s: float | None = Field(default=None, ge=0)
+    decode_tps: float | None = Field(default=None, gt=0)
+    realtime: bool = Field(default=True, description="sleep for TTFT/decode; false = instant")
+    seed: int = 0
+    faults: FaultSpec = Field(default_factory=FaultSpec)
+    prefix_cache: bool = True
+
+
+class DeploymentSpec(_Spec):
+    """A model served by one provider: prices, speeds, and how to reach it."""
+
+    model: str | None = Field(default=None, description="defaults to the id's part before '@'")
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = Field(default=None, description="name sent upstream")
+    headers: dict[str, str] = Field(default_factory=dict)
+    price: PriceSpec
+    ttft_s: float = Field(gt=0)
+    decode_tps: float = Field(gt=0)
+    context_window: int | None = Field(default=None, gt=0, description="overrides the model's")
+    capabilities: list[Capability] | None = Field(default=None, description="overrides the model's")
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
+    total_timeout_s: float | None = Field(default=None, gt=0)
+    simulation: SimulationSpec | None = None
+    enabled: bool = True
+
+
+class PolicySpec(_Spec):
+    """A named routing behaviour. Lambdas are quality points per USD and per second."""
+
+    description: str = ""
+    lambda_cost: float = Field(default=0.0, ge=0)
+    lambda_latency: float = Field(default=0.0, ge=0)
+    quality_floor: float | Literal["heuristic"] | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    best_effort: bool = False
+    models: list[str] | None = Field(default=None, description="restrict to these models")
+
+
+class ConfigSpec(_Spec):
+    """One config file. ``include`` pulls in more files (relative paths), merged by key."""
+
+    snapshot_date: str | None = None
+    include: list[str] = Field(default_factory=list)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    deployments: dict[str, DeploymentSpec] = Field(default_factory=dict)
+    policies: dict[str, PolicySpec] = Field(default_factory=dict)
+    default_policy: str | None = None

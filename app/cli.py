@@ -1,0 +1,140 @@
+"""The ``pareto`` command: serve, simulate, catalog check."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from app.settings import DEFAULT_CONFIG
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.catalog import ConfigError, load_catalog
+
+    config = Path(args.config or os.environ.get("PARETO_CONFIG") or DEFAULT_CONFIG)
+    try:
+        load_catalog(config)
+    except ConfigError as exc:
+        print(f"pareto: refusing to start, {exc}", file=sys.stderr)
+        return 2
+    os.environ["PARETO_CONFIG"] = str(config)
+    uvicorn.run(
+        "app.main:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.catalog import ConfigError, load_catalog
+    from app.providers.simulated import Profile
+    from app.providers.simulated_server import SimulatorApp
+
+    catalog = None
+    if args.config:
+        try:
+            catalog = load_catalog(args.config)
+        except ConfigError as exc:
+            print(f"pareto simulate: {exc}", file=sys.stderr)
+            return 2
+    default = Profile(
+        name="default",
+        ttft_s=args.ttft_ms / 1000,
+        decode_tps=args.tps,
+        output_tokens=args.output_tokens,
+        realtime=not args.instant,
+    )
+    app = SimulatorApp.from_catalog(catalog, default)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        workers=1,
+    )
+    return 0
+
+
+def _cmd_catalog_check(args: argparse.Namespace) -> int:
+    from app.catalog import ConfigError, load_catalog
+
+    try:
+        catalog = load_catalog(args.path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {args.path}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.path}: ok — {len(catalog.models)} models, {len(catalog.deployments)} enabled "
+        f"deployments, {len(catalog.policies)} policies"
+    )
+    for dep_id, reason in sorted(catalog.disabled.items()):
+        print(f"  disabled {dep_id}: {reason}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pareto", description="Pareto Gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="config YAML (default: PARETO_CONFIG or config/demo.yaml)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="warning", help="uvicorn's own log level")
+    serve.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=30,
+        help="seconds to drain in-flight streams on shutdown",
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    sim = sub.add_parser("simulate", help="run a simulated OpenAI-compatible upstream")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9000)
+    sim.add_argument(
+        "--config", help="take per-model behaviour from this config's simulated deployments"
+    )
+    sim.add_argument("--ttft-ms", type=float, default=0.0)
+    sim.add_argument("--tps", type=float, default=1000.0)
+    sim.add_argument("--output-tokens", type=int, default=64)
+    sim.add_argument("--instant", action="store_true", help="no TTFT/decode sleeps at all")
+    sim.set_defaults(func=_cmd_simulate)
+
+    catalog = sub.add_parser("catalog", help="catalog tools")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    check = catalog_sub.add_parser("check", help="validate a config file")
+    check.add_argument("path")
+    check.set_defaults(func=_cmd_catalog_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

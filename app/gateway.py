@@ -1,0 +1,363 @@
+"""``Gateway.handle_chat``: the one place that wires routing, providers and telemetry together.
+
+It holds no policy of its own: routing decides the plan, the reliability walk decides who
+serves it, and the result is rendered by the API layer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.catalog.model import Catalog, Deployment
+from app.errors import (
+    AllDeploymentsFailedError,
+    GatewayError,
+    UpstreamError,
+)
+from app.providers import ProviderRegistry
+from app.providers.base import Completion, StreamChunk, UpstreamCall, Usage
+from app.routing.plan import PlanEntry, RoutePlan
+from app.routing.router import plan_request
+from app.settings import Settings
+from app.telemetry.record import Record
+from app.tokens import content_text, estimate_messages_tokens, estimate_tokens
+
+GATEWAY_KEYS = ("pareto",)
+_SSE_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """What the API layer renders: a JSON body or an SSE byte stream, plus headers."""
+
+    headers: dict[str, str]
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+    status: int = 200
+
+
+@dataclass(slots=True)
+class _Attempting:
+    entry: PlanEntry
+    call: UpstreamCall
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Per-request state passed explicitly through the request path."""
+
+    request_id: str
+    headers: Mapping[str, str]
+    started: float
+    record: Record
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def cost_usd(deployment: Deployment, usage: Usage) -> float:
+    """Actual cost from usage and the catalog's prices (cached input at its price)."""
+    return deployment.static_cost_usd(
+        usage.prompt_tokens, usage.completion_tokens, min(usage.cached_tokens, usage.prompt_tokens)
+    )
+
+
+def counted_usage(body: dict[str, Any], text: str) -> Usage:
+    """Usage the gateway counts itself when the upstream reports none."""
+    return Usage(
+        prompt_tokens=estimate_messages_tokens(body.get("messages") or []),
+        completion_tokens=estimate_tokens(text),
+        reported=False,
+    )
+
+
+class Gateway:
+    """Holds the live catalog and the process's clients; serves one request at a time each."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        providers: ProviderRegistry,
+        emit: Callable[[Record], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.providers = providers
+        self._emit = emit or (lambda record: None)
+        # The process's one Redis pool (None = in-memory stores), set by the app's lifespan.
+        self.redis: Any = None
+
+    def swap_catalog(self, catalog: Catalog) -> None:
+        """Atomic replacement: requests already running keep the catalog they started with."""
+        self.catalog = catalog
+
+    # -- request path -----------------------------------------------------------------------
+    def plan(self, catalog: Catalog, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
+        return plan_request(catalog, body)
+
+    def _upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not any(k in body for k in GATEWAY_KEYS):
+            return body
+        return {k: v for k, v in body.items() if k not in GATEWAY_KEYS}
+
+    def _call(self, entry: PlanEntry, body: dict[str, Any], ctx: RequestContext) -> UpstreamCall:
+        dep = entry.deployment
+        s = self.settings
+        return UpstreamCall(
+            deployment=dep,
+            body=body,
+            request_id=ctx.request_id,
+            connect_timeout_s=dep.connect_timeout_s or s.connect_timeout_s,
+            first_token_timeout_s=dep.first_token_timeout_s or s.first_token_timeout_s,
+            total_timeout_s=dep.total_timeout_s or s.total_timeout_s,
+        )
+
+    def _headers(self, ctx: RequestContext, plan: RoutePlan, entry: PlanEntry) -> dict[str, str]:
+        rec = ctx.record
+        headers = {
+            "x-request-id": ctx.request_id,
+            "x-pareto-model": entry.deployment.model.name,
+            "x-pareto-deployment": entry.deployment.id,
+            "x-pareto-reason": entry.reason,
+            "x-pareto-est-cost-usd": f"{entry.est_cost_usd:.8f}",
+            "x-pareto-attempts": str(rec.attempts),
+        }
+        if plan.policy:
+            headers["x-pareto-policy"] = plan.policy
+        if rec.fallback_reason:
+            headers["x-pareto-fallback-reason"] = rec.fallback_reason
+        return headers
+
+    def _note_attempt(
+        self, ctx: RequestContext, entry: PlanEntry, exc: UpstreamError | None
+    ) -> None:
+        rec = ctx.record
+        rec.attempts += 1
+        item: dict[str, Any] = {"deployment": entry.deployment.id}
+        if exc is not None:
+            item["fallback_reason"] = exc.fallback_reason
+            item["status"] = exc.upstream_status
+            if rec.fallback_reason is None:
+                rec.fallback_reason = exc.fallback_reason
+        rec.attempt_log.append(item)
+
+    def _all_failed(self, ctx: RequestContext, errors: list[UpstreamError]) -> GatewayError:
+        tried = (
+            "; ".join(f"{e.deployment}: {e.fallback_reason}" for e in errors)
+            or "no deployment was tried"
+        )
+        if errors and all(e.fallback_reason == "rate_limited" for e in errors):
+            waits = [e.retry_after for e in errors if e.retry_after is not None]
+            retry = max(1, int(min(waits))) if waits else 1
+            return AllDeploymentsFailedError(
+                f"every deployment is rate limited upstream ({tried}); retry later",
+                status=429,
+                code="all_deployments_rate_limited",
+                headers={"retry-after": str(retry)},
+            )
+        if errors and all(e.fallback_reason == "auth_failed" for e in errors):
+            return AllDeploymentsFailedError(
+                f"the gateway's credentials were rejected upstream ({tried}); this is a gateway "
+                "misconfiguration, not a problem with your request",
+                status=502,
+                code="upstream_auth_failed",
+            )
+        return AllDeploymentsFailedError(
+            f"every deployment in the routing plan failed ({tried})",
+            headers={"retry-after": "1"},
+        )
+
+    def _finish_record(
+        self, ctx: RequestContext, entry: PlanEntry, usage: Usage, ttft_s: float | None
+    ) -> None:
+        rec = ctx.record
+        dep = entry.deployment
+        rec.provider = dep.provider
+        rec.model = dep.model.name
+        rec.deployment = dep.id
+        rec.input_tokens = usage.prompt_tokens
+        rec.cached_input_tokens = usage.cached_tokens
+        rec.cache_hit = usage.cached_tokens > 0
+        rec.output_tokens = usage.completion_tokens
+        rec.usage_counted_by_gateway = not usage.reported
+        rec.cost_usd += cost_usd(dep, usage)
+        rec.est_cost_usd = entry.est_cost_usd
+        elapsed = time.perf_counter() - ctx.started
+        rec.total_latency_ms = elapsed * 1000
+        if ttft_s is not None:
+            rec.ttft_ms = ttft_s * 1000
+            decode = elapsed - ttft_s
+            if usage.completion_tokens > 1 and decode > 0:
+                rec.decode_tps = (usage.completion_tokens - 1) / decode
+
+    async def handle_chat(self, body: dict[str, Any], ctx: RequestContext) -> ChatResult:
+        catalog = self.catalog
+        plan = self.plan(catalog, body, ctx)
+        rec = ctx.record
+        rec.router_policy = plan.policy
+        rec.quality_floor = plan.quality_floor
+        upstream_body = self._upstream_body(body)
+        if body.get("stream"):
+            return await self._stream(plan, body, upstream_body, ctx)
+        return await self._complete(plan, body, upstream_body, ctx)
+
+    async def _complete(
+        self,
+        plan: RoutePlan,
+        body: dict[str, Any],
+        upstream_body: dict[str, Any],
+        ctx: RequestContext,
+    ) -> ChatResult:
+        errors: list[UpstreamError] = []
+        for entry in plan.entries:
+            provider = self.providers.for_deployment(entry.deployment)
+            try:
+                completion = await provider.complete(self._call(entry, upstream_body, ctx))
+            except UpstreamError as exc:
+                self._note_attempt(ctx, entry, exc)
+                errors.append(exc)
+                if not exc.retryable:
+                    raise
+                continue
+            self._note_attempt(ctx, entry, None)
+            return self._render_completion(plan, entry, body, completion, ctx)
+        raise self._all_failed(ctx, errors)
+
+    def _render_completion(
+        self,
+        plan: RoutePlan,
+        entry: PlanEntry,
+        body: dict[str, Any],
+        completion: Completion,
+        ctx: RequestContext,
+    ) -> ChatResult:
+        usage = completion.usage
+        out = completion.body
+        if not usage.reported:
+            text = "".join(
+                content_text((c.get("message") or {}).get("content")) for c in out["choices"]
+            )
+            usage = counted_usage(body, text)
+            out["usage"] = usage.to_openai()
+        self._finish_record(ctx, entry, usage, completion.ttft_s)
+        headers = self._headers(ctx, plan, entry)
+        headers["x-pareto-cost-usd"] = f"{ctx.record.cost_usd:.8f}"
+        self._emit(ctx.record)
+        return ChatResult(headers=headers, body=orjson.dumps(out))
+
+    async def _stream(
+        self,
+        plan: RoutePlan,
+        body: dict[str, Any],
+        upstream_body: dict[str, Any],
+        ctx: RequestContext,
+    ) -> ChatResult:
+        errors: list[UpstreamError] = []
+        for entry in plan.entries:
+            provider = self.providers.for_deployment(entry.deployment)
+            source = provider.stream(self._call(entry, upstream_body, ctx))
+            head: list[StreamChunk] = []
+            try:
+                # Failover stays invisible until the first token: buffer up to it.
+                async for chunk in source:
+                    head.append(chunk)
+                    if chunk.content:
+                        break
+            except UpstreamError as exc:
+                await source.aclose()  # type: ignore[attr-defined]
+                self._note_attempt(ctx, entry, exc)
+                errors.append(exc)
+                if not exc.retryable:
+                    raise
+                continue
+            self._note_attempt(ctx, entry, None)
+            ttft = time.perf_counter() - ctx.started
+            headers = self._headers(ctx, plan, entry)
+            return ChatResult(
+                headers=headers,
+                stream=self._relay(plan, entry, body, source, head, ttft, ctx),
+            )
+        raise self._all_failed(ctx, errors)
+
+    async def _relay(
+        self,
+        plan: RoutePlan,
+        entry: PlanEntry,
+        body: dict[str, Any],
+        source: AsyncIterator[StreamChunk],
+        head: list[StreamChunk],
+        ttft_s: float,
+        ctx: RequestContext,
+    ) -> AsyncIterator[bytes]:
+        """Pass chunks through; end with [DONE], or with an SSE error event on failure."""
+        options = body.get("stream_options")
+        want_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        usage: Usage | None = None
+        out_chars = 0
+        rec = ctx.record
+        finished = False
+        try:
+            for chunk in head:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.usage_only and not want_usage:
+                    continue
+                yield b"data: " + chunk.data + b"\n\n"
+            try:
+                async for chunk in source:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if chunk.usage_only and not want_usage:
+                        continue
+                    if chunk.content and usage is None:
+                        out_chars += len(chunk.data)
+                    yield b"data: " + chunk.data + b"\n\n"
+            except UpstreamError as exc:
+                rec.status = exc.status
+                rec.user_visible_error = exc.fallback_reason
+                rec.fallback_reason = rec.fallback_reason or exc.fallback_reason
+                err = GatewayError(
+                    f"the upstream stream failed after it had started ({exc.fallback_reason}); "
+                    "the answer above is incomplete, retry the request",
+                    code="stream_interrupted",
+                )
+                err.type = "upstream_error"
+                yield b"data: " + err.to_json() + b"\n\n"
+                finished = True
+                return
+            if usage is None:
+                usage = Usage(
+                    prompt_tokens=estimate_messages_tokens(body.get("messages") or []),
+                    completion_tokens=max(1, out_chars // 40),
+                    reported=False,
+                )
+                if want_usage:
+                    yield (
+                        b"data: "
+                        + orjson.dumps(
+                            {
+                                "id": f"chatcmpl-{ctx.request_id}",
+                                "object": "chat.completion.chunk",
+                                "created": int(time.time()),
+                                "model": entry.deployment.upstream_model,
+                                "choices": [],
+                                "usage": usage.to_openai(),
+                            }
+                        )
+                        + b"\n\n"
+                    )
+            yield _SSE_DONE
+            finished = True
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if not finished:
+                rec.client_disconnected = True
+                rec.status = 499
+            self._finish_record(ctx, entry, usage or Usage(reported=False), ttft_s)
+            self._emit(rec)

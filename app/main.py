@@ -1,0 +1,95 @@
+"""``create_app(settings)``: builds the process's clients, stores and catalog in lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import redis.asyncio as aioredis
+import structlog
+from fastapi import FastAPI
+
+from app.api.errors import install_error_handlers
+from app.api.routes import router
+from app.catalog import load_catalog, log_disabled
+from app.catalog.reload import Reloader
+from app.gateway import Gateway
+from app.providers import ProviderRegistry
+from app.settings import Settings, load_settings
+from app.telemetry.logging import configure_logging
+from app.telemetry.record import Record
+
+log = structlog.get_logger("pareto")
+
+
+def _log_record(record: Record) -> None:
+    log.info("request", **record.as_dict())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app. The config is validated here, so an invalid one fails fast."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    catalog = load_catalog(settings.config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limits = httpx.Limits(
+            max_connections=settings.http_max_connections,
+            max_keepalive_connections=settings.http_keepalive_connections,
+        )
+        client = httpx.AsyncClient(limits=limits, timeout=settings.total_timeout_s)
+        providers = ProviderRegistry(client, settings.simulated_base_url)
+        gateway = Gateway(settings, catalog, providers, emit=_log_record)
+        app.state.gateway = gateway
+        redis = (
+            aioredis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.redis_timeout_s,
+                socket_connect_timeout=settings.redis_timeout_s,
+            )
+            if settings.redis_url
+            else None
+        )
+        app.state.redis = redis
+        gateway.redis = redis
+        reloader = Reloader(settings.config, gateway.swap_catalog)
+        app.state.reloader = reloader
+        reloader.install_sighup()
+        log_disabled(catalog)
+        watcher = (
+            asyncio.create_task(reloader.watch(settings.watch_interval_s))
+            if settings.watch_config
+            else None
+        )
+        log.info(
+            "gateway_started", config=str(settings.config), deployments=len(catalog.deployments)
+        )
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await providers.aclose()
+            await client.aclose()
+            if redis is not None:
+                await redis.aclose()
+
+    app = FastAPI(
+        title="Pareto Gateway",
+        version="0.1.0",
+        description="OpenAI-compatible LLM routing gateway",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory app.main:app_from_env`` (used by multi-worker serve)."""
+    return create_app(load_settings())

@@ -1,0 +1,186 @@
+"""The provider protocol and the wire types every adapter speaks.
+
+An adapter translates one upstream API to and from OpenAI's chat-completions shape and maps
+every upstream failure to the :mod:`app.errors` tree (:func:`error_from_status`), so the rest
+of the gateway never sees httpx or a provider's error format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from app.catalog.model import Deployment
+from app.errors import (
+    UpstreamAuthError,
+    UpstreamBadRequestError,
+    UpstreamContextWindowError,
+    UpstreamError,
+    UpstreamInvalidResponseError,
+    UpstreamRateLimitedError,
+    UpstreamServerError,
+)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage of one attempt. ``reported`` is False when the gateway counted itself."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reported: bool = True
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+    @classmethod
+    def from_openai(cls, raw: Any) -> Usage | None:
+        if not isinstance(raw, dict):
+            return None
+        details = raw.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+        return cls(
+            prompt_tokens=int(raw.get("prompt_tokens") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+            cached_tokens=int(cached or 0),
+        )
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """One attempt: the OpenAI-shaped body to send (not to be mutated) and its limits."""
+
+    deployment: Deployment
+    body: dict[str, Any]
+    request_id: str
+    connect_timeout_s: float
+    first_token_timeout_s: float
+    total_timeout_s: float
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole non-streaming answer in OpenAI ``chat.completion`` shape."""
+
+    body: dict[str, Any]
+    usage: Usage
+    ttft_s: float | None = None
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """One OpenAI ``chat.completion.chunk``, already serialised.
+
+    ``content`` is true when the chunk carries generated text or a tool-call delta (the
+    first such chunk is the first token). ``usage_only`` marks the usage-bearing chunk with
+    no choices, which is hidden from clients that did not ask for usage.
+    """
+
+    data: bytes
+    content: bool = False
+    usage: Usage | None = None
+    usage_only: bool = False
+    finish_reason: str | None = None
+
+
+class Provider(Protocol):
+    """What every adapter implements. Errors are raised as :class:`UpstreamError`."""
+
+    async def complete(self, call: UpstreamCall) -> Completion: ...
+
+    def stream(self, call: UpstreamCall) -> AsyncIterator[StreamChunk]: ...
+
+    async def aclose(self) -> None: ...
+
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "maximum context",
+    "prompt is too long",
+    "too many tokens",
+)
+
+
+def upstream_message(body: bytes) -> str:
+    """The error message inside an upstream error body, if there is one (never the key)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:500]
+        if isinstance(err, str):
+            return err[:500]
+        if isinstance(data.get("message"), str):
+            return str(data["message"])[:500]
+    return ""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds only; dates are ignored)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def error_from_status(
+    deployment: str, status: int, body: bytes, retry_after: str | None = None
+) -> UpstreamError:
+    """Classify an upstream HTTP error once, at the edge, into the gateway's error tree."""
+    detail = upstream_message(body)
+    lowered = detail.lower()
+    if status in (401, 403):
+        return UpstreamAuthError(
+            f"deployment {deployment} rejected the gateway's credentials (upstream {status}); "
+            "the gateway operator must fix its provider key",
+            deployment=deployment,
+            upstream_status=status,
+        )
+    if status == 429:
+        return UpstreamRateLimitedError(
+            f"deployment {deployment} is rate limited upstream",
+            deployment=deployment,
+            upstream_status=status,
+            retry_after=parse_retry_after(retry_after),
+        )
+    if status in (400, 413, 422) and any(m in lowered for m in _CONTEXT_MARKERS):
+        return UpstreamContextWindowError(
+            f"the request does not fit deployment {deployment}'s context window: {detail}",
+            deployment=deployment,
+            upstream_status=status,
+        )
+    if 400 <= status < 500 and status not in (404, 408, 409):
+        return UpstreamBadRequestError(
+            detail or f"upstream rejected the request with status {status}",
+            deployment=deployment,
+            upstream_status=status,
+        )
+    if status >= 500 or status in (404, 408, 409):
+        return UpstreamServerError(
+            f"deployment {deployment} failed with status {status}",
+            deployment=deployment,
+            upstream_status=status,
+        )
+    return UpstreamInvalidResponseError(
+        f"deployment {deployment} answered with unexpected status {status}",
+        deployment=deployment,
+        upstream_status=status,
+    )

@@ -1,0 +1,50 @@
+"""Process settings, read from the environment (``PARETO_`` prefix) by pydantic-settings.
+
+Nothing here is read at import time: :func:`load_settings` is called by the CLI or by
+``create_app`` and the result is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+
+class Settings(BaseSettings):
+    """Gateway settings. Every field can be set as ``PARETO_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PARETO_", extra="ignore")
+
+    config: Path = Field(default=DEFAULT_CONFIG, description="Catalog/policy YAML to load")
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db; unset = in-memory"
+    )
+    redis_timeout_s: float = Field(default=0.05, gt=0, description="Per-operation Redis timeout")
+    log_level: str = "info"
+    log_prompts: bool = Field(default=False, description="Debug only: log prompt text")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_messages: int = Field(default=2048, gt=0)
+    max_content_chars: int = Field(default=2_000_000, gt=0, description="Total characters of text")
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    first_token_timeout_s: float = Field(default=30.0, gt=0)
+    total_timeout_s: float = Field(default=600.0, gt=0)
+    http_max_connections: int = Field(default=512, gt=0)
+    http_keepalive_connections: int = Field(default=128, gt=0)
+    watch_config: bool = Field(default=True, description="Reload the config when its file changes")
+    watch_interval_s: float = Field(default=2.0, gt=0)
+    simulated_base_url: str | None = Field(
+        default=None,
+        description="Serve kind: simulated deployments through a `pareto simulate` server at "
+        "this URL (e.g. http://upstream:9000/v1) instead of in-process",
+    )
+    admin_key: str | None = Field(default=None, description="Bearer key for /admin endpoints")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides (CLI flags) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]
