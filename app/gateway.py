@@ -23,6 +23,7 @@ from app.providers import ProviderRegistry
 from app.providers.base import Completion, StreamChunk, UpstreamCall, Usage
 from app.routing.plan import PlanEntry, RoutePlan
 from app.routing.router import plan_request
+from app.sessions import SessionLookup, Sessions
 from app.settings import Settings
 from app.telemetry.record import Record
 from app.tokens import content_text, estimate_messages_tokens, estimate_tokens
@@ -56,6 +57,7 @@ class RequestContext:
     started: float
     record: Record
     extras: dict[str, Any] = field(default_factory=dict)
+    session: SessionLookup | None = None
 
 
 def cost_usd(deployment: Deployment, usage: Usage) -> float:
@@ -90,6 +92,8 @@ class Gateway:
         self._emit = emit or (lambda record: None)
         # The process's one Redis pool (None = in-memory stores), set by the app's lifespan.
         self.redis: Any = None
+        # Session stickiness (off until the lifespan builds the store).
+        self.sessions = Sessions(None)
 
     def swap_catalog(self, catalog: Catalog) -> None:
         """Atomic replacement: requests already running keep the catalog they started with."""
@@ -130,6 +134,14 @@ class Gateway:
             headers["x-pareto-policy"] = plan.policy
         if rec.fallback_reason:
             headers["x-pareto-fallback-reason"] = rec.fallback_reason
+        if rec.session_sticky is not None:
+            headers["x-pareto-session"] = (
+                "sticky"
+                if rec.session_sticky
+                else f"switched:{rec.session_switch_reason}"
+                if rec.session_switch_reason
+                else "new"
+            )
         return headers
 
     def _note_attempt(
@@ -171,6 +183,15 @@ class Gateway:
             headers={"retry-after": "1"},
         )
 
+    async def _remember_session(self, ctx: RequestContext, entry: PlanEntry) -> None:
+        """Record whether the session stayed put, and store who served it."""
+        session = ctx.session
+        if session is None:
+            return
+        served = entry.deployment.id
+        ctx.record.session_sticky, ctx.record.session_switch_reason = session.outcome(served, None)
+        await self.sessions.remember(session, served)
+
     def _finish_record(
         self, ctx: RequestContext, entry: PlanEntry, usage: Usage, ttft_s: float | None
     ) -> None:
@@ -196,6 +217,7 @@ class Gateway:
 
     async def handle_chat(self, body: dict[str, Any], ctx: RequestContext) -> ChatResult:
         catalog = self.catalog
+        ctx.session = await self.sessions.lookup(body, ctx.headers)
         plan = self.plan(catalog, body, ctx)
         rec = ctx.record
         rec.router_policy = plan.policy
@@ -224,6 +246,7 @@ class Gateway:
                     raise
                 continue
             self._note_attempt(ctx, entry, None)
+            await self._remember_session(ctx, entry)
             return self._render_completion(plan, entry, body, completion, ctx)
         raise self._all_failed(ctx, errors)
 
@@ -275,6 +298,7 @@ class Gateway:
                     raise
                 continue
             self._note_attempt(ctx, entry, None)
+            await self._remember_session(ctx, entry)
             ttft = time.perf_counter() - ctx.started
             headers = self._headers(ctx, plan, entry)
             return ChatResult(

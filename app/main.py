@@ -17,6 +17,7 @@ from app.catalog import load_catalog, log_disabled
 from app.catalog.reload import Reloader
 from app.gateway import Gateway
 from app.providers import ProviderRegistry
+from app.sessions import build_sessions
 from app.settings import Settings, load_settings
 from app.telemetry.logging import configure_logging
 from app.telemetry.record import Record
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.redis = redis
         gateway.redis = redis
+        gateway.sessions = build_sessions(settings, redis)
         reloader = Reloader(settings.config, gateway.swap_catalog)
         app.state.reloader = reloader
         reloader.install_sighup()

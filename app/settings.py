@@ -24,6 +24,22 @@ class Settings(BaseSettings):
         default=None, description="redis://host:port/db; unset = in-memory"
     )
     redis_timeout_s: float = Field(default=0.05, gt=0, description="Per-operation Redis timeout")
+    sessions_enabled: bool = Field(
+        default=True, description="Session stickiness; false = route every turn afresh"
+    )
+    session_ttl_s: float = Field(
+        default=600.0, gt=0, description="Idle time after which a session is forgotten"
+    )
+    session_key_prefix: str = Field(default="pareto:session:", description="Redis key prefix")
+    session_use_user_field: bool = Field(
+        default=True, description="Use the OpenAI `user` field as the session key"
+    )
+    session_memory_max_entries: int = Field(
+        default=100_000, gt=0, description="Bound of the in-memory session store (LRU)"
+    )
+    session_redis_retry_s: float = Field(
+        default=1.0, gt=0, description="After a Redis failure, use the local store this long"
+    )
     log_level: str = "info"
     log_prompts: bool = Field(default=False, description="Debug only: log prompt text")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)

@@ -1,0 +1,46 @@
+"""Session stickiness: session keys, stores (Redis, in-memory) and the per-request layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.sessions.keys import SESSION_HEADER, SessionKey, session_key
+from app.sessions.manager import SessionLookup, Sessions, expected_cached_tokens
+from app.sessions.memory import MemorySessionStore
+from app.sessions.redis_store import RedisSessionStore
+from app.sessions.store import SessionEntry, SessionStore, StoreStatus
+from app.settings import Settings
+
+
+def build_sessions(settings: Settings, redis: Any) -> Sessions:
+    """The process's session layer: off, in-memory, or Redis with a local fallback."""
+    if not settings.sessions_enabled:
+        return Sessions(None)
+    local = MemorySessionStore(settings.session_ttl_s, settings.session_memory_max_entries)
+    store: SessionStore = local
+    if redis is not None:
+        store = RedisSessionStore(
+            redis,
+            ttl_s=settings.session_ttl_s,
+            prefix=settings.session_key_prefix,
+            timeout_s=settings.redis_timeout_s,
+            retry_after_s=settings.session_redis_retry_s,
+            local=local,
+        )
+    return Sessions(store, use_user_field=settings.session_use_user_field)
+
+
+__all__ = [
+    "SESSION_HEADER",
+    "MemorySessionStore",
+    "RedisSessionStore",
+    "SessionEntry",
+    "SessionKey",
+    "SessionLookup",
+    "SessionStore",
+    "Sessions",
+    "StoreStatus",
+    "build_sessions",
+    "expected_cached_tokens",
+    "session_key",
+]

@@ -1,0 +1,101 @@
+"""The session layer of a request: look up the conversation before routing, remember after.
+
+:meth:`Sessions.lookup` derives the hashed key, reads the store (one round trip that also
+refreshes the TTL) and turns the entry into the router's :class:`Sticky` input.
+:meth:`Sessions.remember` writes only when the conversation moved (another deployment or
+route) or is new, so a conversation that stays put costs one round trip per turn.
+Neither ever raises for a store failure: the store degrades on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.routing.sticky import Sticky, SwitchReason
+from app.sessions.keys import SessionKey, session_key
+from app.sessions.store import SessionEntry, SessionStore, StoreStatus
+from app.tokens import estimate_messages_tokens
+
+
+def expected_cached_tokens(messages: list[Any]) -> int:
+    """Prompt tokens a provider cache holds from the previous turn: the prompt before the
+    latest assistant message (last turn's whole prompt), or 0 for a first turn."""
+    for i in range(len(messages) - 1, -1, -1):
+        message = messages[i]
+        if isinstance(message, Mapping) and message.get("role") == "assistant":
+            return estimate_messages_tokens(messages[:i])
+    return 0
+
+
+def _has_history(messages: list[Any]) -> bool:
+    return any(isinstance(m, Mapping) and m.get("role") == "assistant" for m in messages)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLookup:
+    """One request's session: its key, the stored entry, and the router input built from it."""
+
+    key: SessionKey | None
+    route: str
+    entry: SessionEntry | None = None
+    sticky: Sticky | None = None
+    expired: bool = False
+
+    def outcome(
+        self, served: str, router_reason: SwitchReason | None
+    ) -> tuple[bool | None, SwitchReason | None]:
+        """``(session_sticky, session_switch_reason)`` for the record, given who served."""
+        if self.key is None:
+            return None, None
+        if self.sticky is None:
+            return False, "expired" if self.expired else None
+        if served == self.sticky.deployment:
+            return True, None
+        # The router kept it but it failed and a fallback served: it was unhealthy.
+        return False, router_reason or "unhealthy"
+
+
+class Sessions:
+    """Session stickiness for the gateway; ``store=None`` turns it off."""
+
+    def __init__(self, store: SessionStore | None, *, use_user_field: bool = True) -> None:
+        self.store = store
+        self._use_user_field = use_user_field
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    def status(self) -> StoreStatus | None:
+        return self.store.status() if self.store is not None else None
+
+    async def lookup(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> SessionLookup:
+        """The request's session (raises only for a malformed session id)."""
+        route = str(body.get("model"))
+        if self.store is None:
+            return SessionLookup(key=None, route=route)
+        key = session_key(headers, body, use_user_field=self._use_user_field)
+        if key is None:
+            return SessionLookup(key=None, route=route)
+        messages = body.get("messages")
+        messages = messages if isinstance(messages, list) else []
+        entry = await self.store.touch(key.digest)
+        if entry is None:
+            return SessionLookup(key=key, route=route, expired=_has_history(messages))
+        sticky = Sticky(
+            deployment=entry.deployment,
+            cached_tokens=expected_cached_tokens(messages),
+            route_changed=entry.route != route,
+        )
+        return SessionLookup(key=key, route=route, entry=entry, sticky=sticky)
+
+    async def remember(self, lookup: SessionLookup, served: str) -> None:
+        """Record who served this turn, when that changed what the store holds."""
+        if self.store is None or lookup.key is None:
+            return
+        entry = lookup.entry
+        if entry is not None and entry.deployment == served and entry.route == lookup.route:
+            return  # unchanged: the lookup already refreshed the TTL
+        await self.store.put(lookup.key.digest, SessionEntry(served, lookup.route))

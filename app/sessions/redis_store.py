@@ -1,0 +1,125 @@
+"""Redis session store that never fails a request.
+
+Each lookup is one round trip (``GETEX key PX ttl``: read and refresh the TTL together); a
+write is one ``SET key value PX ttl``. Every operation runs under a tight deadline. On an
+error or timeout the store logs once per incident, marks itself degraded, and serves from a
+local :class:`MemorySessionStore` that mirrors what this process has seen; it leaves Redis
+alone for ``retry_after_s`` and then lets the next request probe it, so it resumes on its own
+when Redis is back. Sessions written locally during the outage are copied back to Redis the
+first time they are used after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from app.sessions.memory import MemorySessionStore
+from app.sessions.store import SessionEntry, StoreStatus
+
+log = structlog.get_logger("pareto.sessions")
+
+# What a broken, slow or unreachable Redis raises through redis.asyncio.
+_REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+class RedisSessionStore:
+    """Sessions in Redis under ``prefix``, with a local fallback while Redis is unreachable."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        ttl_s: float,
+        prefix: str = "pareto:session:",
+        timeout_s: float = 0.05,
+        retry_after_s: float = 1.0,
+        local: MemorySessionStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        self._retry_after_s = retry_after_s
+        self._local = local if local is not None else MemorySessionStore(ttl_s, clock=clock)
+        self._clock = clock
+        self._skip_until = 0.0
+        self._degraded_since: float | None = None
+        self._incidents = 0
+        self._errors = 0
+
+    # -- health -----------------------------------------------------------------------------
+    def status(self) -> StoreStatus:
+        return StoreStatus(
+            backend="redis",
+            degraded=self._degraded_since is not None,
+            incidents=self._incidents,
+            errors=self._errors,
+        )
+
+    def _usable(self) -> bool:
+        return self._clock() >= self._skip_until
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        now = self._clock()
+        self._errors += 1
+        self._skip_until = now + self._retry_after_s
+        if self._degraded_since is None:
+            self._degraded_since = now
+            self._incidents += 1
+            log.warning(
+                "session_store_degraded",
+                operation=op,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+                fallback="local memory store",
+                retry_after_s=self._retry_after_s,
+            )
+
+    def _succeeded(self) -> None:
+        if self._degraded_since is not None:
+            outage = self._clock() - self._degraded_since
+            self._degraded_since = None
+            log.info("session_store_recovered", outage_s=round(outage, 3))
+
+    # -- operations -------------------------------------------------------------------------
+    async def touch(self, key: str) -> SessionEntry | None:
+        if not self._usable():
+            return self._local.touch_now(key)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                raw = await self._redis.getex(self._prefix + key, px=self._ttl_ms)
+        except _REDIS_FAILURES as exc:
+            self._failed("touch", exc)
+            return self._local.touch_now(key)
+        self._succeeded()
+        if raw is None:
+            entry = self._local.touch_now(key)
+            if entry is not None:
+                # Written here while Redis was down (or lost by a Redis restart): copy it back.
+                await self._write(key, entry)
+            return entry
+        entry = SessionEntry.decode(raw)
+        if entry is not None:
+            self._local.put_now(key, entry)
+        return entry
+
+    async def put(self, key: str, entry: SessionEntry) -> None:
+        self._local.put_now(key, entry)
+        if self._usable():
+            await self._write(key, entry)
+
+    async def _write(self, key: str, entry: SessionEntry) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._redis.set(self._prefix + key, entry.encode(), px=self._ttl_ms)
+        except _REDIS_FAILURES as exc:
+            self._failed("put", exc)
+            return
+        self._succeeded()

@@ -1,0 +1,108 @@
+"""The Redis store against a real Redis: one round trip per use, TTLs, and degrading safely."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from structlog.testing import capture_logs
+
+from app.sessions.memory import MemorySessionStore
+from app.sessions.redis_store import RedisSessionStore
+from app.sessions.store import SessionEntry
+from tests.support.procs import free_port
+from tests.support.redis_server import redis_server
+
+pytestmark = pytest.mark.redis
+ENTRY = SessionEntry("gpt-oss-120b@groq", "auto")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def client(url: str = "redis://127.0.0.1:6379/0") -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+
+
+@pytest.fixture
+async def shared(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    redis = client()
+    yield redis
+    keys = [k async for k in redis.scan_iter(match=redis_prefix + "*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+async def test_roundtrip_stores_only_the_entry_and_refreshes_ttl_on_use(
+    shared: aioredis.Redis, redis_prefix: str
+) -> None:
+    store = RedisSessionStore(shared, ttl_s=600, prefix=redis_prefix, timeout_s=0.5)
+    assert await store.touch("k1") is None
+    await store.put("k1", ENTRY)
+    raw = await shared.get(redis_prefix + "k1")
+    assert raw == b'{"d":"gpt-oss-120b@groq","r":"auto"}'
+    await shared.pexpire(redis_prefix + "k1", 5_000)  # as if idle for almost ten minutes
+    assert await store.touch("k1") == ENTRY
+    assert await shared.pttl(redis_prefix + "k1") > 590_000
+    assert store.status().degraded is False
+
+
+async def test_two_stores_on_one_redis_share_sessions(
+    shared: aioredis.Redis, redis_prefix: str
+) -> None:
+    one = RedisSessionStore(shared, ttl_s=60, prefix=redis_prefix, timeout_s=0.5)
+    two = RedisSessionStore(shared, ttl_s=60, prefix=redis_prefix, timeout_s=0.5)
+    await one.put("k", ENTRY)
+    assert await two.touch("k") == ENTRY
+
+
+async def test_unreachable_redis_serves_from_local_and_logs_once_per_incident() -> None:
+    dead = client(f"redis://127.0.0.1:{free_port()}/0")
+    clock = Clock()
+    local = MemorySessionStore(60, clock=clock)
+    store = RedisSessionStore(
+        dead, ttl_s=60, prefix="x:", timeout_s=0.2, retry_after_s=1.0, local=local, clock=clock
+    )
+    with capture_logs() as logs:
+        await store.put("k", ENTRY)  # fails, but is kept locally
+        for _ in range(5):
+            assert await store.touch("k") == ENTRY
+        clock.now += 1.5  # retry window over: the next use probes Redis again, still down
+        assert await store.touch("k") == ENTRY
+    status = store.status()
+    assert status.degraded and status.incidents == 1
+    assert status.errors == 2  # the put, then one probe: no Redis call inside the window
+    assert [e["event"] for e in logs] == ["session_store_degraded"]
+    await dead.aclose()
+
+
+async def test_resumes_redis_after_restart_and_copies_local_sessions_back(
+    tmp_path: Path,
+) -> None:
+    with redis_server(tmp_path) as server:
+        redis = client(server.url)
+        clock = Clock()
+        store = RedisSessionStore(
+            redis, ttl_s=60, prefix="p:", timeout_s=0.3, retry_after_s=1.0, clock=clock
+        )
+        await store.put("before", ENTRY)
+        server.stop()
+        with capture_logs() as logs:
+            assert await store.touch("before") == ENTRY  # local mirror
+            await store.put("during", ENTRY)
+            server.start()
+            clock.now += 2
+            assert await store.touch("during") == ENTRY
+        assert store.status().degraded is False
+        assert [e["event"] for e in logs] == ["session_store_degraded", "session_store_recovered"]
+        # The session made during the outage now lives in Redis for the other processes.
+        assert await redis.get("p:during") == ENTRY.encode()
+        await redis.aclose()
