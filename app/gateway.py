@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from app.auth.access import allowed_models
+from app.auth.config import ApiKey
 from app.catalog.model import Catalog, Deployment
 from app.errors import (
     AllDeploymentsFailedError,
@@ -58,6 +60,7 @@ class RequestContext:
     record: Record
     extras: dict[str, Any] = field(default_factory=dict)
     session: SessionLookup | None = None
+    api_key: ApiKey | None = None  # the caller's gateway key; None = auth is off
 
 
 def cost_usd(deployment: Deployment, usage: Usage) -> float:
@@ -101,7 +104,8 @@ class Gateway:
 
     # -- request path -----------------------------------------------------------------------
     def plan(self, catalog: Catalog, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
-        return plan_request(catalog, body)
+        allowed = allowed_models(ctx.api_key, catalog, str(body.get("model")))
+        return plan_request(catalog, body, allowed_models=allowed)
 
     def _upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
         if not any(k in body for k in GATEWAY_KEYS):

@@ -13,7 +13,8 @@ from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
 from app.api.routes import router
-from app.catalog import load_catalog, log_disabled
+from app.auth import Authenticator, AuthMiddleware, log_auth_state
+from app.catalog import Catalog, load_catalog, log_disabled
 from app.catalog.reload import Reloader
 from app.gateway import Gateway
 from app.providers import ProviderRegistry
@@ -57,7 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = redis
         gateway.redis = redis
         gateway.sessions = build_sessions(settings, redis)
-        reloader = Reloader(settings.config, gateway.swap_catalog)
+        app.state.authenticator = Authenticator(lambda: gateway.catalog.auth, None)
+        log_auth_state(catalog.auth, str(settings.config))
+
+        def apply(new: Catalog) -> None:
+            gateway.swap_catalog(new)
+            log_auth_state(new.auth, str(settings.config))
+
+        reloader = Reloader(settings.config, apply)
         app.state.reloader = reloader
         reloader.install_sighup()
         log_disabled(catalog)
@@ -89,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(AuthMiddleware)
     return app
 
 

@@ -40,6 +40,8 @@ def small_config(**deployments: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {
         "snapshot_date": "2026-07-01",
         "include": [str(POLICIES)],
+        # Most tests are not about auth; tests/auth/ switch it on with real keys.
+        "auth": {"enabled": False},
         "models": {
             "small": {"quality": 30, "context_window": 32000, "capabilities": ["json"]},
             "big": {

@@ -12,6 +12,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from app.api.validation import parse_body, validate_chat
+from app.auth import api_key_of
+from app.auth.access import visible_names
+from app.auth.admin import require_admin
 from app.catalog import ConfigError
 from app.errors import BodyTooLargeError, GatewayError
 from app.gateway import Gateway, RequestContext
@@ -97,6 +100,7 @@ async def chat_completions(request: Request) -> Response:
     rid = request_id_of(request)
     gateway = gateway_of(request)
     settings = gateway.settings
+    api_key = api_key_of(request)
     body = parse_body(await read_body(request, settings.max_body_bytes))
     validate_chat(
         body, max_messages=settings.max_messages, max_content_chars=settings.max_content_chars
@@ -105,7 +109,12 @@ async def chat_completions(request: Request) -> Response:
         request_id=rid,
         headers=request.headers,
         started=started,
-        record=Record(request_id=rid, stream=bool(body.get("stream"))),
+        record=Record(
+            request_id=rid,
+            stream=bool(body.get("stream")),
+            api_key_name=api_key.name if api_key else None,
+        ),
+        api_key=api_key,
     )
     result = await gateway.handle_chat(body, ctx)
     if result.stream is not None:
@@ -126,8 +135,9 @@ async def chat_completions(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """The catalog's models and the routing policies, in OpenAI's list shape."""
     catalog = gateway_of(request).catalog
+    models, policies = visible_names(api_key_of(request), catalog)
     data: list[dict[str, Any]] = []
-    for name in sorted(catalog.by_model):
+    for name in sorted(models):
         model = catalog.models[name]
         data.append(
             {
@@ -144,7 +154,7 @@ async def list_models(request: Request) -> Response:
                 },
             }
         )
-    for name in sorted(catalog.policies):
+    for name in sorted(policies):
         policy = catalog.policies[name]
         data.append(
             {
@@ -191,19 +201,7 @@ async def readyz(request: Request) -> Response:
 @router.post("/admin/reload")
 async def admin_reload(request: Request) -> Response:
     """Reload the config now; an invalid config is rejected and the old one stays."""
-    settings = gateway_of(request).settings
-    if not settings.admin_key:
-        raise GatewayError(
-            "admin endpoints are disabled: set PARETO_ADMIN_KEY to enable them",
-            status=403,
-            code="admin_disabled",
-        )
-    if request.headers.get("authorization") != f"Bearer {settings.admin_key}":
-        raise GatewayError(
-            "admin endpoints need 'Authorization: Bearer <PARETO_ADMIN_KEY>'",
-            status=401,
-            code="invalid_admin_key",
-        )
+    require_admin(request.headers.get("authorization"), gateway_of(request).settings.admin_key)
     try:
         catalog = request.app.state.reloader.reload()
     except ConfigError as exc:

@@ -16,6 +16,7 @@ import structlog
 import yaml
 from pydantic import ValidationError
 
+from app.auth.config import AuthSpec, compile_auth
 from app.catalog.model import Catalog, Deployment, Model, Policy
 from app.catalog.spec import ConfigSpec, DeploymentSpec, ModelSpec
 
@@ -93,8 +94,13 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
     policies: dict[str, tuple[Path, Any]] = {}
     snapshot: str | None = None
     default_policy: str | None = None
+    auth: tuple[Path, AuthSpec] | None = None
     for file, spec in files:
         snapshot = snapshot or spec.snapshot_date
+        if spec.auth is not None:
+            if auth is not None:
+                problems.append(f"{file}: auth: defined twice (also in {auth[0]})")
+            auth = (file, spec.auth)
         default_policy = default_policy or spec.default_policy
         for kind, target, source in (
             ("models", models, spec.models),
@@ -199,6 +205,8 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
             best_effort=p.best_effort,
             models=frozenset(p.models) if p.models else None,
         )
+    if auth is not None:
+        _check_auth(auth[0], auth[1], compiled_models, compiled_policies, problems)
     if default_policy and default_policy not in compiled_policies:
         problems.append(f"{files[0][0]}: default_policy: unknown policy {default_policy!r}")
     if not compiled_models:
@@ -219,7 +227,30 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
         policies=compiled_policies,
         default_policy=default_policy,
         disabled=disabled,
+        auth=compile_auth(auth[1] if auth else None),
     )
+
+
+def _check_auth(
+    file: Path,
+    spec: AuthSpec,
+    models: Mapping[str, Model],
+    policies: Mapping[str, Policy],
+    problems: list[str],
+) -> None:
+    """Keys may only name models and policies that exist, and each hash is used once."""
+    seen: dict[str, str] = {}
+    for name, key in spec.keys.items():
+        where = f"{file}: auth.keys.{name}"
+        for m in key.models or []:
+            if m not in models:
+                problems.append(f"{where}.models: unknown model {m!r}")
+        for p in key.policies or []:
+            if p not in policies:
+                problems.append(f"{where}.policies: unknown policy {p!r}")
+        if key.hash in seen:
+            problems.append(f"{where}.hash: same key hash as auth.keys.{seen[key.hash]}")
+        seen[key.hash] = name
 
 
 def log_disabled(catalog: Catalog) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from app.auth.config import AuthConfig
 from app.catalog.spec import FaultSpec, SimulationSpec
 
 
@@ -102,6 +103,7 @@ class Catalog:
     policies: Mapping[str, Policy]
     default_policy: str | None
     disabled: Mapping[str, str]
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     def names(self) -> list[str]:
         """Every name a client may put in ``model``: models then policies."""

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.auth.config import AuthSpec
+
 Capability = Literal["tools", "vision", "json", "logprobs"]
 ProviderKind = Literal["openai_compat", "anthropic", "simulated"]
 CATEGORIES: tuple[str, ...] = (
@@ -123,3 +125,6 @@ class ConfigSpec(_Spec):
     deployments: dict[str, DeploymentSpec] = Field(default_factory=dict)
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
     default_policy: str | None = None
+    auth: AuthSpec | None = Field(
+        default=None, description="gateway keys; auth is on unless auth.enabled is false"
+    )

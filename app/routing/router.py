@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.catalog.model import Catalog
-from app.errors import ModelNotFoundError, NoFeasibleDeploymentError
+from app.errors import ModelNotFoundError, NoFeasibleDeploymentError, PermissionDeniedError
 from app.routing.plan import PlanEntry, RoutePlan
 from app.tokens import estimate_messages_tokens
 
@@ -15,8 +15,13 @@ def _n_out(body: dict[str, Any]) -> int:
     return limit if isinstance(limit, int) and limit > 0 else 256
 
 
-def plan_request(catalog: Catalog, body: dict[str, Any]) -> RoutePlan:
-    """Deployments of the named model, cheapest first; a policy name routes among all."""
+def plan_request(
+    catalog: Catalog, body: dict[str, Any], allowed_models: frozenset[str] | None = None
+) -> RoutePlan:
+    """Deployments of the named model, cheapest first; a policy name routes among all.
+
+    ``allowed_models`` (the caller's key) limits the models a policy may choose among.
+    """
     name = str(body.get("model"))
     n_in = estimate_messages_tokens(body.get("messages") or [])
     n_out = _n_out(body)
@@ -26,10 +31,21 @@ def plan_request(catalog: Catalog, body: dict[str, Any]) -> RoutePlan:
     elif name in catalog.policies:
         policy = name
         allowed = catalog.policies[name].models
-        deployments = [d for d in catalog.deployments if allowed is None or d.model.name in allowed]
+        deployments = [
+            d
+            for d in catalog.deployments
+            if (allowed is None or d.model.name in allowed)
+            and (allowed_models is None or d.model.name in allowed_models)
+        ]
     else:
         raise ModelNotFoundError(
             f"model {name!r} does not exist; use one of: {', '.join(catalog.names())}",
+            param="model",
+        )
+    if not deployments and policy is not None and allowed_models is not None:
+        raise PermissionDeniedError(
+            f"policy {name!r} has no model that your API key may use; call one of your "
+            "key's models directly, or ask the admin to widen the key",
             param="model",
         )
     if not deployments:

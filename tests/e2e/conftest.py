@@ -16,6 +16,7 @@ from tests.support.procs import Proc, gateway, simulator
 def remote_config(sim_url: str) -> dict[str, Any]:
     return {
         "include": [str(POLICIES)],
+        "auth": {"enabled": False},
         "models": {
             "small": {"quality": 30, "context_window": 32000, "capabilities": ["json", "tools"]},
             "big": {

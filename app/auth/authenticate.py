@@ -1,0 +1,86 @@
+"""Who is calling: ``Authorization: Bearer <key>`` → the :class:`ApiKey` it stands for.
+
+The key is hashed once and looked up among the config's static keys, then (when Redis is
+configured) among the keys managed at run time. Messages say what to fix and never contain
+the presented key, not even a part of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from app.auth.config import ApiKey, AuthConfig, hash_key
+from app.errors import AuthenticationError
+
+log = structlog.get_logger("pareto.auth")
+
+# Printable ASCII without spaces, the shape of any real API key; anything else is malformed.
+_BEARER = re.compile(r"^[Bb][Ee][Aa][Rr][Ee][Rr] +([\x21-\x7e]{8,512})$")
+
+
+class KeyLookup(Protocol):
+    """Where run-time managed keys live (Redis); ``None`` for an unknown hash."""
+
+    async def get(self, key_hash: str) -> ApiKey | None: ...
+
+
+class Authenticator:
+    """Turns an ``Authorization`` header into an :class:`ApiKey` (or ``None`` if auth is off)."""
+
+    def __init__(self, config_of: Callable[[], AuthConfig], store: KeyLookup | None) -> None:
+        self._config_of = config_of
+        self._store = store
+
+    async def authenticate(self, authorization: str | None) -> ApiKey | None:
+        """Raise :class:`AuthenticationError` (401) for a missing, malformed, unknown or
+        revoked key."""
+        config = self._config_of()
+        if not config.enabled:
+            return None
+        if not authorization or not authorization.strip():
+            raise AuthenticationError(
+                "missing API key: send 'Authorization: Bearer <key>' (the api_key of the "
+                "OpenAI SDK); ask the gateway's admin for a key",
+                code="missing_api_key",
+            )
+        match = _BEARER.match(authorization.strip())
+        if match is None:
+            raise AuthenticationError(
+                "malformed Authorization header: expected 'Bearer <key>' with a key of 8-512 "
+                "printable characters and no spaces",
+                code="malformed_api_key",
+            )
+        key_hash = hash_key(match.group(1))
+        key = config.by_hash.get(key_hash)
+        if key is None and self._store is not None:
+            key = await self._store.get(key_hash)
+        if key is None:
+            raise AuthenticationError(
+                "invalid API key: this gateway does not know the key you sent; check it, or "
+                "ask the gateway's admin for a new one",
+                code="invalid_api_key",
+            )
+        if key.revoked:
+            raise AuthenticationError(
+                f"the API key named {key.name!r} has been revoked; ask the gateway's admin "
+                "for a new one",
+                code="revoked_api_key",
+            )
+        return key
+
+
+def log_auth_state(config: AuthConfig, source: str) -> None:
+    """Say loudly when authentication is off: anyone who reaches the port can spend money."""
+    if config.enabled:
+        log.info("auth_enabled", config=source, static_keys=len(config.by_name))
+    else:
+        log.warning(
+            "auth_disabled",
+            config=source,
+            message="AUTHENTICATION IS OFF (auth.enabled: false): every client can call every "
+            "model with no key, budget or rate limit. Use this only for local demos.",
+        )

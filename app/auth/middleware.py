@@ -1,0 +1,67 @@
+"""Pure-ASGI middleware: every ``/v1/`` request is authenticated before any handler runs.
+
+Doing it here, not in each handler, means an endpoint added later cannot forget it. The
+result (an :class:`ApiKey`, or ``None`` when auth is off) is left in ``scope["state"]`` for
+the handlers, read back with :func:`api_key_of`.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.auth.authenticate import Authenticator
+from app.auth.config import ApiKey
+from app.errors import GatewayError
+
+_STATE_KEY = "pareto_api_key"
+_PROTECTED = "/v1/"
+_WWW_AUTH = (b"www-authenticate", b'Bearer realm="pareto"')
+
+
+class AuthMiddleware:
+    """Authenticates ``/v1/*``; the app's lifespan puts the :class:`Authenticator` on
+    ``app.state.authenticator``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(_PROTECTED):
+            await self.app(scope, receive, send)
+            return
+        authenticator: Authenticator = scope["app"].state.authenticator
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        try:
+            key = await authenticator.authenticate(authorization)
+        except GatewayError as exc:
+            await _send_error(send, exc)
+            return
+        scope.setdefault("state", {})[_STATE_KEY] = key
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Send, exc: GatewayError) -> None:
+    body = exc.to_json()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()),
+    ]
+    if exc.status == 401:
+        headers.append(_WWW_AUTH)
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def api_key_of(request: Request) -> ApiKey | None:
+    """The caller's key (``None`` = auth is off). Fails loudly if the middleware did not run."""
+    state = request.scope.get("state") or {}
+    if _STATE_KEY not in state:
+        raise RuntimeError("AuthMiddleware did not run for this request")
+    key: ApiKey | None = state[_STATE_KEY]
+    return key
