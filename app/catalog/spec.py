@@ -79,7 +79,13 @@ class SimulationSpec(_Spec):
     realtime: bool = Field(default=True, description="sleep for TTFT/decode; false = instant")
     seed: int = 0
     faults: FaultSpec = Field(default_factory=FaultSpec)
-    prefix_cache: bool = True
+    prefix_cache: bool = Field(default=True, description="emulate a provider prompt cache")
+    cache_min_tokens: int = Field(
+        default=0, ge=0, description="shortest cacheable prefix (OpenAI caches from 1024)"
+    )
+    cache_ttl_s: float | None = Field(
+        default=600.0, gt=0, description="a cached prefix unused this long is dropped"
+    )
 
 
 class DeploymentSpec(_Spec):

@@ -21,7 +21,7 @@ import random
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,8 @@ class Profile:
     realtime: bool = True
     faults: FaultSpec = field(default_factory=FaultSpec)
     prefix_cache: bool = True
+    cache_min_tokens: int = 0
+    cache_ttl_s: float | None = 600.0
     seed: int = 0
 
     @classmethod
@@ -103,6 +105,8 @@ class Profile:
             realtime=sim.realtime,
             faults=sim.faults,
             prefix_cache=sim.prefix_cache,
+            cache_min_tokens=sim.cache_min_tokens,
+            cache_ttl_s=sim.cache_ttl_s,
             seed=sim.seed,
         )
 
@@ -122,30 +126,48 @@ class Plan:
 
 
 class PrefixCache:
-    """Emulates a provider prompt cache: bounded LRU of message-prefix hashes → token counts."""
+    """Emulates a provider prompt cache, per deployment, at message granularity.
 
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._entries: OrderedDict[bytes, int] = OrderedDict()
+    Like OpenAI's and Anthropic's caches it holds prompt prefixes: after a request, every
+    message prefix of its prompt is cached, and the next request is billed ``cached_tokens``
+    for the longest prefix seen before. In a chat that resends its history, turn *n* finds
+    turn *n-1*'s whole prompt, so the hit ratio climbs towards 90 % by turn ten — and drops to
+    zero on a deployment that has not seen the conversation. Prefixes shorter than
+    ``min_tokens`` are not cached (OpenAI: 1024); entries unused for ``ttl_s`` expire (providers
+    keep prefixes 5–10 minutes); at most ``capacity`` entries, least recently used evicted.
+    """
+
+    def __init__(
+        self,
+        capacity: int = 10_000,
+        min_tokens: int = 0,
+        ttl_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._entries: OrderedDict[bytes, tuple[int, float]] = OrderedDict()
         self._capacity = capacity
+        self._min_tokens = min_tokens
+        self._ttl_s = ttl_s
+        self._clock = clock
 
     def lookup_and_store(self, messages: list[dict[str, Any]]) -> int:
         """Tokens of the longest cached message prefix; stores every prefix of this prompt."""
         digest = hashlib.blake2b(digest_size=16)
-        cached = 0
         tokens = 0
         prefixes: list[tuple[bytes, int]] = []
         for message in messages:
             digest.update(orjson.dumps(message, option=orjson.OPT_SORT_KEYS))
             tokens += estimate_messages_tokens([message])
-            key = digest.copy().digest()
-            prefixes.append((key, tokens))
-        # The whole prompt but the last message is what a real cache would have from last turn.
+            if tokens >= self._min_tokens:
+                prefixes.append((digest.copy().digest(), tokens))
+        now = self._clock()
+        cached = 0
         for key, count in prefixes:
-            if key in self._entries:
-                self._entries.move_to_end(key)
+            hit = self._entries.get(key)
+            if hit is not None and (self._ttl_s is None or now - hit[1] < self._ttl_s):
                 cached = count
         for key, count in prefixes:
-            self._entries[key] = count
+            self._entries[key] = (count, now)
             self._entries.move_to_end(key)
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
@@ -192,7 +214,7 @@ class SimulatedLLM:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self._rng = random.Random(profile.seed)
-        self._cache = PrefixCache()
+        self._cache = PrefixCache(min_tokens=profile.cache_min_tokens, ttl_s=profile.cache_ttl_s)
         self._created = int(time.time())
 
     # -- deciding -------------------------------------------------------------------------
