@@ -145,6 +145,12 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
         if d.kind in ("openai_compat", "anthropic") and not d.base_url:
             problems.append(f"{where}: base_url is required for kind {d.kind}")
             continue
+        if d.prompt_cache and d.kind != "anthropic":
+            problems.append(
+                f"{where}: prompt_cache applies to kind anthropic only (OpenAI-compatible "
+                "providers cache prompt prefixes without being asked)"
+            )
+            continue
         if d.base_url and not d.base_url.startswith(("http://", "https://")):
             problems.append(f"{where}: base_url must start with http:// or https://")
             continue
@@ -186,6 +192,7 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
                 simulation=d.simulation,
                 api_key_env=d.api_key_env,
                 api_key=api_key,
+                prompt_cache=d.prompt_cache,
             )
         )
 

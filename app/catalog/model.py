@@ -56,6 +56,7 @@ class Deployment:
     simulation: SimulationSpec | None
     api_key_env: str | None = None
     api_key: str | None = field(default=None, repr=False, compare=False)
+    prompt_cache: bool = False
 
     @property
     def faults(self) -> FaultSpec:

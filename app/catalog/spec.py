@@ -106,6 +106,11 @@ class DeploymentSpec(_Spec):
     first_token_timeout_s: float | None = Field(default=None, gt=0)
     total_timeout_s: float | None = Field(default=None, gt=0)
     simulation: SimulationSpec | None = None
+    prompt_cache: bool = Field(
+        default=False,
+        description="kind anthropic: add cache_control breakpoints to the system prompt and "
+        "the conversation so far (cache writes cost more, reads far less)",
+    )
     enabled: bool = True
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from app.catalog.model import Deployment
+from app.providers.anthropic import AnthropicProvider
 from app.providers.base import Completion, Provider, StreamChunk, UpstreamCall, Usage
 from app.providers.openai_compat import OpenAICompatProvider
 from app.providers.simulated import SimulatedProvider
@@ -56,6 +57,7 @@ class ProviderRegistry:
         )
         self._by_kind: dict[str, Provider] = {
             "openai_compat": OpenAICompatProvider(client),
+            "anthropic": AnthropicProvider(client),
             "simulated": simulated,
         }
 

@@ -58,7 +58,11 @@ class Usage:
 
 @dataclass(slots=True)
 class UpstreamCall:
-    """One attempt: the OpenAI-shaped body to send (not to be mutated) and its limits."""
+    """One attempt: the OpenAI-shaped body to send (not to be mutated) and its limits.
+
+    ``prompt_cache`` asks adapters that support explicit prompt caching (Anthropic) to add
+    cache breakpoints; None leaves it to the deployment's ``prompt_cache`` setting.
+    """
 
     deployment: Deployment
     body: dict[str, Any]
@@ -66,6 +70,7 @@ class UpstreamCall:
     connect_timeout_s: float
     first_token_timeout_s: float
     total_timeout_s: float
+    prompt_cache: bool | None = None
 
 
 @dataclass(slots=True)

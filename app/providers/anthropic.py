@@ -1,0 +1,208 @@
+"""Adapter for Anthropic's Messages API (``POST {base_url}/v1/messages``).
+
+Requests are translated by :mod:`app.providers.anthropic_request`, answers, stream events
+and errors by :mod:`app.providers.anthropic_response`; this module does the HTTP: the
+``x-api-key`` and ``anthropic-version`` headers, timeouts, SSE framing, and the mapping of
+transport failures. It shares the process's pooled httpx client with the other adapters.
+
+Prompt caching is opt-in: ``prompt_cache: true`` on a deployment, or
+``UpstreamCall.prompt_cache`` per request (which wins), adds ``cache_control`` breakpoints
+(:func:`~app.providers.anthropic_request.add_cache_breakpoints`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from app.errors import (
+    UpstreamBadRequestError,
+    UpstreamConnectionError,
+    UpstreamInvalidResponseError,
+)
+from app.providers.anthropic_request import (
+    ANTHROPIC_VERSION,
+    UntranslatableRequestError,
+    to_messages_request,
+)
+from app.providers.anthropic_response import (
+    StreamTranslator,
+    anthropic_error,
+    to_chat_completion,
+    usage_from_anthropic,
+)
+from app.providers.base import Completion, StreamChunk, UpstreamCall, Usage
+from app.providers.openai_compat import map_transport_error
+
+
+def messages_url(base_url: str | None) -> str:
+    """The Messages endpoint; a base URL configured with or without ``/v1`` both work."""
+    base = (base_url or "https://api.anthropic.com").rstrip("/")
+    return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+
+
+def anthropic_headers(call: UpstreamCall) -> dict[str, str]:
+    dep = call.deployment
+    headers = {
+        "content-type": "application/json",
+        "anthropic-version": ANTHROPIC_VERSION,
+        "x-request-id": call.request_id,
+    }
+    if dep.api_key:
+        headers["x-api-key"] = dep.api_key
+    headers.update(dep.headers)
+    return headers
+
+
+def _redacted(body: bytes, call: UpstreamCall) -> bytes:
+    """An upstream error body with the deployment's key blanked, in case it was echoed."""
+    key = call.deployment.api_key
+    if key and key.encode() in body:
+        return body.replace(key.encode(), b"[redacted]")
+    return body
+
+
+def _sse_data(event: bytes) -> bytes | None:
+    """The ``data:`` payload of one SSE event (lines joined), or None for comments/empty."""
+    lines = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+class AnthropicProvider:
+    """Talks to the Anthropic Messages API through the shared, pooled httpx client."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    def _timeout(self, call: UpstreamCall, *, stream: bool) -> httpx.Timeout:
+        read = call.first_token_timeout_s if stream else call.total_timeout_s
+        return httpx.Timeout(
+            connect=call.connect_timeout_s,
+            read=read,
+            write=call.connect_timeout_s,
+            pool=call.connect_timeout_s,
+        )
+
+    def _payload(self, call: UpstreamCall, *, stream: bool) -> bytes:
+        dep = call.deployment
+        cache = call.prompt_cache if call.prompt_cache is not None else dep.prompt_cache
+        try:
+            request = to_messages_request(
+                call.body,
+                upstream_model=dep.upstream_model,
+                max_output_tokens=dep.model.max_output_tokens,
+                stream=stream,
+                prompt_cache=cache,
+            )
+        except UntranslatableRequestError as exc:
+            raise UpstreamBadRequestError(
+                f"{exc} (deployment {dep.id} speaks the Anthropic Messages API)",
+                deployment=dep.id,
+                param=exc.param,
+            ) from exc
+        return orjson.dumps(request)
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        dep = call.deployment
+        content = self._payload(call, stream=False)
+        start = time.perf_counter()
+        try:
+            response = await self._client.post(
+                messages_url(dep.base_url),
+                content=content,
+                headers=anthropic_headers(call),
+                timeout=self._timeout(call, stream=False),
+            )
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, dep.id, started=True) from exc
+        elapsed = time.perf_counter() - start
+        if response.status_code >= 400:
+            raise anthropic_error(
+                dep.id,
+                response.status_code,
+                _redacted(response.content, call),
+                response.headers.get("retry-after"),
+            )
+        try:
+            message: Any = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamInvalidResponseError(
+                f"deployment {dep.id} returned a body that is not JSON", deployment=dep.id
+            ) from exc
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            raise UpstreamInvalidResponseError(
+                f"deployment {dep.id} returned JSON that is not a Messages API message",
+                deployment=dep.id,
+            )
+        usage = usage_from_anthropic(message.get("usage")) or Usage(reported=False)
+        body = to_chat_completion(message, dep.upstream_model, usage)
+        return Completion(body=body, usage=usage, ttft_s=elapsed)
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamChunk]:
+        dep = call.deployment
+        request = self._client.build_request(
+            "POST",
+            messages_url(dep.base_url),
+            content=self._payload(call, stream=True),
+            headers=anthropic_headers(call),
+            timeout=self._timeout(call, stream=True),
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, dep.id, started=False) from exc
+        translator = StreamTranslator(dep.id, dep.upstream_model)
+        started = False
+        try:
+            if response.status_code >= 400:
+                body = await response.aread()
+                raise anthropic_error(
+                    dep.id,
+                    response.status_code,
+                    _redacted(body, call),
+                    response.headers.get("retry-after"),
+                )
+            buffer = b""
+            async for raw in response.aiter_bytes():
+                buffer += raw
+                if b"\r" in buffer:
+                    buffer = buffer.replace(b"\r\n", b"\n")
+                while not translator.stopped:
+                    cut = buffer.find(b"\n\n")
+                    if cut < 0:
+                        break
+                    data = _sse_data(buffer[:cut])
+                    buffer = buffer[cut + 2 :]
+                    if data is None:
+                        continue
+                    try:
+                        event = orjson.loads(data)
+                    except orjson.JSONDecodeError as exc:
+                        raise UpstreamInvalidResponseError(
+                            f"deployment {dep.id} sent a stream event that is not JSON",
+                            deployment=dep.id,
+                        ) from exc
+                    if not isinstance(event, dict):
+                        continue
+                    chunk = translator.feed(event)
+                    if chunk is not None:
+                        started = started or chunk.content
+                        yield chunk
+                if translator.stopped:
+                    break
+            if not translator.stopped:
+                raise UpstreamConnectionError(
+                    f"deployment {dep.id} ended the stream without message_stop",
+                    deployment=dep.id,
+                )
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, dep.id, started=started) from exc
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        """The shared client is closed by its owner (the app's lifespan)."""
