@@ -16,13 +16,11 @@ import orjson
 from app.auth.access import allowed_models
 from app.auth.config import ApiKey
 from app.catalog.model import Catalog, Deployment
-from app.errors import (
-    AllDeploymentsFailedError,
-    GatewayError,
-    UpstreamError,
-)
+from app.errors import GatewayError, UpstreamError
 from app.providers import ProviderRegistry
-from app.providers.base import Completion, StreamChunk, UpstreamCall, Usage
+from app.providers.base import Completion, StreamChunk, Usage
+from app.reliability import Failover, Walk, build_breakers, close_quietly, request_limits
+from app.reliability.limits import Defaults
 from app.routing.plan import PlanEntry, RoutePlan
 from app.routing.router import plan_request
 from app.sessions import SessionLookup, Sessions
@@ -45,12 +43,6 @@ class ChatResult:
 
 
 @dataclass(slots=True)
-class _Attempting:
-    entry: PlanEntry
-    call: UpstreamCall
-
-
-@dataclass(slots=True)
 class RequestContext:
     """Per-request state passed explicitly through the request path."""
 
@@ -61,6 +53,7 @@ class RequestContext:
     extras: dict[str, Any] = field(default_factory=dict)
     session: SessionLookup | None = None
     api_key: ApiKey | None = None  # the caller's gateway key; None = auth is off
+    walk: Walk = field(init=False)
 
 
 def cost_usd(deployment: Deployment, usage: Usage) -> float:
@@ -97,6 +90,10 @@ class Gateway:
         self.redis: Any = None
         # Session stickiness (off until the lifespan builds the store).
         self.sessions = Sessions(None)
+        # Reliability: the attempt walk and the breakers (shared once lifespan hands over Redis).
+        self.failover = Failover(
+            providers, build_breakers(settings, None), Defaults.from_settings(settings)
+        )
 
     def swap_catalog(self, catalog: Catalog) -> None:
         """Atomic replacement: requests already running keep the catalog they started with."""
@@ -112,18 +109,6 @@ class Gateway:
             return body
         return {k: v for k, v in body.items() if k not in GATEWAY_KEYS}
 
-    def _call(self, entry: PlanEntry, body: dict[str, Any], ctx: RequestContext) -> UpstreamCall:
-        dep = entry.deployment
-        s = self.settings
-        return UpstreamCall(
-            deployment=dep,
-            body=body,
-            request_id=ctx.request_id,
-            connect_timeout_s=dep.connect_timeout_s or s.connect_timeout_s,
-            first_token_timeout_s=dep.first_token_timeout_s or s.first_token_timeout_s,
-            total_timeout_s=dep.total_timeout_s or s.total_timeout_s,
-        )
-
     def _headers(self, ctx: RequestContext, plan: RoutePlan, entry: PlanEntry) -> dict[str, str]:
         rec = ctx.record
         headers = {
@@ -132,12 +117,9 @@ class Gateway:
             "x-pareto-deployment": entry.deployment.id,
             "x-pareto-reason": entry.reason,
             "x-pareto-est-cost-usd": f"{entry.est_cost_usd:.8f}",
-            "x-pareto-attempts": str(rec.attempts),
         }
         if plan.policy:
             headers["x-pareto-policy"] = plan.policy
-        if rec.fallback_reason:
-            headers["x-pareto-fallback-reason"] = rec.fallback_reason
         if rec.session_sticky is not None:
             headers["x-pareto-session"] = (
                 "sticky"
@@ -146,46 +128,8 @@ class Gateway:
                 if rec.session_switch_reason
                 else "new"
             )
+        headers.update(ctx.walk.headers())
         return headers
-
-    def _note_attempt(
-        self, ctx: RequestContext, entry: PlanEntry, exc: UpstreamError | None
-    ) -> None:
-        rec = ctx.record
-        rec.attempts += 1
-        item: dict[str, Any] = {"deployment": entry.deployment.id}
-        if exc is not None:
-            item["fallback_reason"] = exc.fallback_reason
-            item["status"] = exc.upstream_status
-            if rec.fallback_reason is None:
-                rec.fallback_reason = exc.fallback_reason
-        rec.attempt_log.append(item)
-
-    def _all_failed(self, ctx: RequestContext, errors: list[UpstreamError]) -> GatewayError:
-        tried = (
-            "; ".join(f"{e.deployment}: {e.fallback_reason}" for e in errors)
-            or "no deployment was tried"
-        )
-        if errors and all(e.fallback_reason == "rate_limited" for e in errors):
-            waits = [e.retry_after for e in errors if e.retry_after is not None]
-            retry = max(1, int(min(waits))) if waits else 1
-            return AllDeploymentsFailedError(
-                f"every deployment is rate limited upstream ({tried}); retry later",
-                status=429,
-                code="all_deployments_rate_limited",
-                headers={"retry-after": str(retry)},
-            )
-        if errors and all(e.fallback_reason == "auth_failed" for e in errors):
-            return AllDeploymentsFailedError(
-                f"the gateway's credentials were rejected upstream ({tried}); this is a gateway "
-                "misconfiguration, not a problem with your request",
-                status=502,
-                code="upstream_auth_failed",
-            )
-        return AllDeploymentsFailedError(
-            f"every deployment in the routing plan failed ({tried})",
-            headers={"retry-after": "1"},
-        )
 
     async def _remember_session(self, ctx: RequestContext, entry: PlanEntry) -> None:
         """Record whether the session stayed put, and store who served it."""
@@ -227,9 +171,20 @@ class Gateway:
         rec.router_policy = plan.policy
         rec.quality_floor = plan.quality_floor
         upstream_body = self._upstream_body(body)
-        if body.get("stream"):
-            return await self._stream(plan, body, upstream_body, ctx)
-        return await self._complete(plan, body, upstream_body, ctx)
+        policy = catalog.policies.get(plan.policy) if plan.policy else None
+        ctx.walk = self.failover.begin(
+            ctx.request_id, rec, request_limits(self.failover.defaults, policy)
+        )
+        try:
+            if body.get("stream"):
+                return await self._stream(plan, body, upstream_body, ctx)
+            return await self._complete(plan, body, upstream_body, ctx)
+        except GatewayError as exc:
+            rec.status = exc.status
+            rec.user_visible_error = exc.code or exc.type
+            rec.total_latency_ms = (time.perf_counter() - ctx.started) * 1000
+            self._emit(rec)
+            raise
 
     async def _complete(
         self,
@@ -238,21 +193,9 @@ class Gateway:
         upstream_body: dict[str, Any],
         ctx: RequestContext,
     ) -> ChatResult:
-        errors: list[UpstreamError] = []
-        for entry in plan.entries:
-            provider = self.providers.for_deployment(entry.deployment)
-            try:
-                completion = await provider.complete(self._call(entry, upstream_body, ctx))
-            except UpstreamError as exc:
-                self._note_attempt(ctx, entry, exc)
-                errors.append(exc)
-                if not exc.retryable:
-                    raise
-                continue
-            self._note_attempt(ctx, entry, None)
-            await self._remember_session(ctx, entry)
-            return self._render_completion(plan, entry, body, completion, ctx)
-        raise self._all_failed(ctx, errors)
+        entry, completion = await self.failover.complete(plan.entries, upstream_body, ctx.walk)
+        await self._remember_session(ctx, entry)
+        return self._render_completion(plan, entry, body, completion, ctx)
 
     def _render_completion(
         self,
@@ -283,33 +226,14 @@ class Gateway:
         upstream_body: dict[str, Any],
         ctx: RequestContext,
     ) -> ChatResult:
-        errors: list[UpstreamError] = []
-        for entry in plan.entries:
-            provider = self.providers.for_deployment(entry.deployment)
-            source = provider.stream(self._call(entry, upstream_body, ctx))
-            head: list[StreamChunk] = []
-            try:
-                # Failover stays invisible until the first token: buffer up to it.
-                async for chunk in source:
-                    head.append(chunk)
-                    if chunk.content:
-                        break
-            except UpstreamError as exc:
-                await source.aclose()  # type: ignore[attr-defined]
-                self._note_attempt(ctx, entry, exc)
-                errors.append(exc)
-                if not exc.retryable:
-                    raise
-                continue
-            self._note_attempt(ctx, entry, None)
-            await self._remember_session(ctx, entry)
-            ttft = time.perf_counter() - ctx.started
-            headers = self._headers(ctx, plan, entry)
-            return ChatResult(
-                headers=headers,
-                stream=self._relay(plan, entry, body, source, head, ttft, ctx),
-            )
-        raise self._all_failed(ctx, errors)
+        opened = await self.failover.stream(plan.entries, upstream_body, ctx.walk)
+        await self._remember_session(ctx, opened.entry)
+        ttft = time.perf_counter() - ctx.started
+        headers = self._headers(ctx, plan, opened.entry)
+        return ChatResult(
+            headers=headers,
+            stream=self._relay(plan, opened.entry, body, opened.rest, opened.head, ttft, ctx),
+        )
 
     async def _relay(
         self,
@@ -381,9 +305,7 @@ class Gateway:
             yield _SSE_DONE
             finished = True
         finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_quietly(source)
             if not finished:
                 rec.client_disconnected = True
                 rec.status = 499

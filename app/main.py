@@ -18,6 +18,7 @@ from app.catalog import Catalog, load_catalog, log_disabled
 from app.catalog.reload import Reloader
 from app.gateway import Gateway
 from app.providers import ProviderRegistry
+from app.reliability import build_breakers
 from app.sessions import build_sessions
 from app.settings import Settings, load_settings
 from app.telemetry.logging import configure_logging
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = redis
         gateway.redis = redis
         gateway.sessions = build_sessions(settings, redis)
+        gateway.failover.breakers = build_breakers(settings, redis)
         app.state.authenticator = Authenticator(lambda: gateway.catalog.auth, None)
         log_auth_state(catalog.auth, str(settings.config))
 

@@ -211,6 +211,7 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
             max_latency_ms=p.max_latency_ms,
             best_effort=p.best_effort,
             models=frozenset(p.models) if p.models else None,
+            reliability=p.reliability,
         )
     if auth is not None:
         _check_auth(auth[0], auth[1], compiled_models, compiled_policies, problems)

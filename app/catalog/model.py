@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from app.auth.config import AuthConfig
-from app.catalog.spec import FaultSpec, SimulationSpec
+from app.catalog.spec import FaultSpec, ReliabilitySpec, SimulationSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +89,7 @@ class Policy:
     max_latency_ms: float | None
     best_effort: bool
     models: frozenset[str] | None
+    reliability: ReliabilitySpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

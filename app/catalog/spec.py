@@ -114,6 +114,22 @@ class DeploymentSpec(_Spec):
     enabled: bool = True
 
 
+class ReliabilitySpec(_Spec):
+    """A policy's failover limits (README, Reliability); unset fields use the process defaults.
+
+    A timeout set here and on a deployment: the tighter one wins.
+    """
+
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
+    total_timeout_s: float | None = Field(default=None, gt=0, description="one attempt")
+    request_timeout_s: float | None = Field(
+        default=None, gt=0, description="the whole request: every attempt, retry and backoff"
+    )
+    max_retries: int | None = Field(default=None, ge=0, le=10, description="per deployment")
+    retry_backoff_s: float | None = Field(default=None, ge=0)
+
+
 class PolicySpec(_Spec):
     """A named routing behaviour. Lambdas are quality points per USD and per second."""
 
@@ -125,6 +141,7 @@ class PolicySpec(_Spec):
     max_latency_ms: float | None = Field(default=None, gt=0)
     best_effort: bool = False
     models: list[str] | None = Field(default=None, description="restrict to these models")
+    reliability: ReliabilitySpec | None = None
 
 
 class ConfigSpec(_Spec):

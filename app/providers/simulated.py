@@ -9,8 +9,9 @@ Prompt directives (in the last user message) script one request, for tests and d
 ``[sim:tokens=N]`` answer length, ``[sim:error=503]`` fail with that status, ``[sim:hang]``
 never answer, ``[sim:cut=N]`` cut a stream after N chunks, ``[sim:refuse]`` a refusal,
 ``[sim:invalid_json]`` malformed JSON in JSON mode, ``[sim:low_confidence]`` low logprobs,
-``[sim:context_window]`` a context-length error. A directive may name deployments it applies
-to: ``[sim:error=500@gpt-oss-120b@groq]``.
+``[sim:context_window]`` a context-length error, ``[sim:retry_after=N]`` a ``Retry-After``
+on an injected 429, ``[sim:invalid_response]`` a 200 whose body is not JSON. A directive may
+name deployments it applies to: ``[sim:error=500@gpt-oss-120b@groq]``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ import orjson
 
 from app.catalog.model import Deployment
 from app.catalog.spec import FaultSpec, SimulationSpec
-from app.errors import UpstreamConnectionError, UpstreamError
+from app.errors import (
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamInvalidResponseError,
+    UpstreamTimeoutError,
+)
 from app.providers.base import Completion, StreamChunk, UpstreamCall, Usage, error_from_status
 from app.tokens import content_text, estimate_messages_tokens
 
@@ -123,6 +129,8 @@ class Plan:
     invalid_json: bool = False
     low_confidence: bool = False
     tokens: int | None = None
+    retry_after: str | None = None
+    invalid_response: bool = False
 
 
 class PrefixCache:
@@ -251,6 +259,10 @@ class SimulatedLLM:
                 plan.fail_status = -400
             elif name == "slow":
                 plan.extra_ttft_s = float(value or 5)
+            elif name == "retry_after":
+                plan.retry_after = value or "1"
+            elif name == "invalid_response":
+                plan.invalid_response = True
         return plan
 
     def failure(self, plan: Plan) -> tuple[int, bytes] | None:
@@ -487,17 +499,29 @@ class SimulatedProvider:
         failure = llm.failure(plan)
         if failure is not None:
             status, payload = failure
-            raise error_from_status(deployment, status, payload)
+            raise error_from_status(deployment, status, payload, plan.retry_after)
+        if plan.invalid_response:
+            raise UpstreamInvalidResponseError(
+                f"deployment {deployment} returned a body that is not JSON", deployment=deployment
+            )
 
     async def complete(self, call: UpstreamCall) -> Completion:
         dep = call.deployment
         llm = self.llm_for(dep)
         plan = llm.plan(call.body.get("messages") or [])
-        if plan.hang:
-            await asyncio.sleep(_HANG_S)
-        self._raise_failure(llm, plan, dep.id)
         start = time.perf_counter()
         body, usage = llm.completion_body(call.body, dep.upstream_model, plan)
+        # Like an HTTP upstream, a non-stream answers when it is done: past the caller's
+        # first-byte budget the attempt times out there (``timeout_first_token``).
+        done_in = _HANG_S if plan.hang else llm.decode_delay(usage.completion_tokens, plan)
+        if done_in > call.first_token_timeout_s:
+            await asyncio.sleep(call.first_token_timeout_s)
+            raise UpstreamTimeoutError(
+                f"deployment {dep.id} did not answer within {call.first_token_timeout_s:.3g}s",
+                reason="timeout_first_token",
+                deployment=dep.id,
+            )
+        self._raise_failure(llm, plan, dep.id)
         await _sleep_until(start + llm.decode_delay(usage.completion_tokens, plan))
         return Completion(body=body, usage=usage, ttft_s=time.perf_counter() - start)
 

@@ -108,7 +108,11 @@ class SimulatorApp:
             await asyncio.sleep(300)
         failure = llm.failure(plan)
         if failure is not None:
-            await _respond(send, failure[0], failure[1])
+            extra = [(b"retry-after", plan.retry_after.encode())] if plan.retry_after else []
+            await _respond(send, failure[0], failure[1], extra)
+            return
+        if plan.invalid_response:
+            await _respond(send, 200, b"<html>upstream proxy error</html>")
             return
         profile = llm.profile
         start = time.perf_counter()
@@ -151,6 +155,9 @@ async def _pause(deadline: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _JSON})
+async def _respond(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = _JSON + extra if extra else _JSON
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -92,12 +92,13 @@ def test_errors_surface_as_sdk_exceptions(client) -> None:
 
 
 def test_upstream_auth_failure_is_502_naming_deployment_not_key(client, stack) -> None:
+    # "big" because a 401 opens that deployment's breaker for the rest of this module's stack.
     with pytest.raises(openai.InternalServerError) as info:
         client.chat.completions.create(
-            model="small", messages=[{"role": "user", "content": "hi [sim:error=401]"}]
+            model="big", messages=[{"role": "user", "content": "hi [sim:error=401]"}]
         )
     assert info.value.status_code == 502
-    assert "small@simhttp" in info.value.message
+    assert "big@simhttp" in info.value.message
     assert "sim-test-key-0000" not in info.value.message
     assert "sim-test-key-0000" not in stack.log_text()
 

@@ -1,0 +1,296 @@
+"""The attempt walk: who serves a request when deployments fail.
+
+:meth:`Failover.complete` and :meth:`Failover.stream` take a list of plan entries (the whole
+plan, or one cascade tier) and try them in order:
+
+* each deployment gets ``1 + max_retries`` attempts; a re-attempt waits a jittered exponential
+  backoff (or the upstream's ``Retry-After``, if longer) and is queued *behind* the deployments
+  not yet tried, so a healthy fallback answers first (Envoy's ``previous_hosts`` rule);
+* a wait that does not fit the request's deadline is not taken: the walk moves on;
+* hung or slow attempts (``timeout_first_token`` / ``timeout_total``) are not retried on the
+  same deployment; a ``context_window`` error skips every later deployment whose window is not
+  larger; a client-fault 400 is returned as is, never retried;
+* an open circuit breaker skips its deployment (``circuit_open``) without an upstream call;
+* for streams, failover is possible until the first content chunk: the head is buffered, then
+  the rest is relayed through :meth:`Failover.relay`, which enforces the total timeout and
+  reports the stream's verdict to the breaker when it ends.
+
+Every error was classified at the provider edge; the walk only reads ``fallback_reason``,
+``retryable``, ``retry_same`` and ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+
+from app.errors import (
+    CircuitOpenError,
+    UpstreamContextWindowError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from app.providers import ProviderRegistry
+from app.providers.base import Completion, StreamChunk, UpstreamCall
+from app.reliability.clock import Clock, MonotonicClock
+from app.reliability.limits import (
+    AttemptLimits,
+    Defaults,
+    RequestLimits,
+    attempt_limits,
+)
+from app.reliability.outcome import Walk, all_failed
+from app.reliability.shared import Breakers
+from app.routing.plan import PlanEntry
+from app.telemetry.record import Record
+
+T = TypeVar("T")
+_NOT_RETRIED_SAME = frozenset({"timeout_first_token", "timeout_total"})
+# Failures that say nothing bad about the deployment's health.
+_HEALTHY = frozenset({"context_window"})
+
+
+@dataclass(slots=True)
+class OpenedStream:
+    """A stream that produced its first token: buffered head, then the guarded rest."""
+
+    entry: PlanEntry
+    head: list[StreamChunk]
+    rest: AsyncIterator[StreamChunk]
+
+
+async def close_quietly(source: Any) -> None:
+    """Close an upstream iterator even while the request is being cancelled.
+
+    A client disconnect cancels the response task; without the shield the close itself would
+    be cancelled and the upstream connection left open.
+    """
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        with anyio.CancelScope(shield=True):
+            await aclose()
+
+
+class Failover:
+    """Walks plan entries for one request at a time; holds no per-request state."""
+
+    def __init__(
+        self,
+        providers: ProviderRegistry,
+        breakers: Breakers,
+        defaults: Defaults,
+        *,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.providers = providers
+        self.breakers = breakers
+        self.defaults = defaults
+        self._clock = clock or MonotonicClock()
+        self._sleep = sleep
+        self._jitter = jitter
+
+    def begin(self, request_id: str, record: Record, limits: RequestLimits) -> Walk:
+        """Start a request's walk: its deadline runs from now."""
+        return Walk(request_id, record, limits, self._clock.now() + limits.request_timeout_s)
+
+    def backoff_s(self, attempt: int, limits: RequestLimits) -> float:
+        """Full-jitter exponential backoff before re-attempt number ``attempt`` (1, 2, …)."""
+        cap = min(limits.retry_backoff_max_s, limits.retry_backoff_s * 2 ** (attempt - 1))
+        return float(cap * self._jitter())
+
+    # -- public walks -----------------------------------------------------------------------
+    async def complete(
+        self, entries: Sequence[PlanEntry], body: dict[str, Any], walk: Walk
+    ) -> tuple[PlanEntry, Completion]:
+        """A whole answer from the first deployment that can give one."""
+        return await self._walk(entries, body, walk, self._complete_once, stream=False)
+
+    async def stream(
+        self, entries: Sequence[PlanEntry], body: dict[str, Any], walk: Walk
+    ) -> OpenedStream:
+        """A stream that has produced its first token (failover is invisible until then)."""
+        return await self._walk(entries, body, walk, self._open_once, stream=True)
+
+    # -- the walk ---------------------------------------------------------------------------
+    async def _walk(
+        self,
+        entries: Sequence[PlanEntry],
+        body: dict[str, Any],
+        walk: Walk,
+        attempt: Callable[[PlanEntry, UpstreamCall, AttemptLimits, float], Awaitable[T]],
+        *,
+        stream: bool,
+    ) -> T:
+        clock = self._clock
+        queue = deque(entries)
+        tries: dict[str, int] = {}
+        last_failure: dict[str, tuple[float, UpstreamError]] = {}
+        window_floor = 0  # after a context_window error: only larger windows are worth trying
+        while queue:
+            entry = queue.popleft()
+            dep = entry.deployment
+            if dep.context_window <= window_floor:
+                continue
+            n = tries.get(dep.id, 0)
+            if n:
+                failed_at, exc = last_failure[dep.id]
+                delay = self.backoff_s(n, walk.limits)
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                wait = failed_at + delay - clock.now()
+                if wait >= walk.deadline - clock.now():
+                    continue  # the wait does not fit the deadline: move on
+                if wait > 0:
+                    await self._sleep(wait)
+            remaining = walk.deadline - clock.now()
+            if remaining <= 0:
+                break
+            if not await self.breakers.acquire(dep.id):
+                walk.note(
+                    entry,
+                    CircuitOpenError(
+                        f"deployment {dep.id} is skipped: its circuit breaker is open",
+                        deployment=dep.id,
+                        retry_after=self.breakers.retry_in(dep.id),
+                    ),
+                    called=False,
+                )
+                continue
+            tries[dep.id] = n + 1
+            limits = attempt_limits(self.defaults, walk.limits, dep)
+            total_s = min(limits.total_s, remaining)
+            call = UpstreamCall(
+                deployment=dep,
+                body=body,
+                request_id=walk.request_id,
+                connect_timeout_s=limits.connect_s,
+                # A non-stream's first byte comes when the whole answer is ready: its budget
+                # is the first-token timeout plus the deployment's expected decode time.
+                first_token_timeout_s=limits.first_token_s
+                if stream
+                else limits.first_token_s + max(0.0, entry.est_latency_s - dep.ttft_s),
+                total_timeout_s=total_s,
+            )
+            try:
+                result = await attempt(entry, call, limits, total_s)
+            except UpstreamError as exc:
+                walk.note(entry, exc)
+                await self._judge(dep.id, exc)
+                if not exc.retryable:
+                    raise
+                if isinstance(exc, UpstreamContextWindowError):
+                    window_floor = max(window_floor, dep.context_window)
+                elif (
+                    exc.retry_same
+                    and exc.fallback_reason not in _NOT_RETRIED_SAME
+                    and tries[dep.id] <= walk.limits.max_retries
+                ):
+                    last_failure[dep.id] = (clock.now(), exc)
+                    queue.append(entry)
+                continue
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.breakers.release(dep.id)
+                raise
+            walk.note(entry, None)
+            if not stream:
+                await self.breakers.success(dep.id)
+            return result
+        raise all_failed(walk)
+
+    async def _judge(self, deployment: str, exc: UpstreamError) -> None:
+        """Tell the breaker what this failure says about the deployment's health."""
+        if exc.fallback_reason == "auth_failed":
+            await self.breakers.trip(deployment, "auth_failed")
+        elif exc.fallback_reason in _HEALTHY or not exc.retryable:
+            await self.breakers.success(deployment)
+        else:
+            await self.breakers.failure(deployment)
+
+    # -- one attempt ------------------------------------------------------------------------
+    async def _complete_once(
+        self, entry: PlanEntry, call: UpstreamCall, limits: AttemptLimits, total_s: float
+    ) -> tuple[PlanEntry, Completion]:
+        provider = self.providers.for_deployment(entry.deployment)
+        try:
+            async with asyncio.timeout(total_s):
+                return entry, await provider.complete(call)
+        except TimeoutError as exc:
+            raise _timeout(entry, "timeout_total", total_s) from exc
+
+    async def _open_once(
+        self, entry: PlanEntry, call: UpstreamCall, limits: AttemptLimits, total_s: float
+    ) -> OpenedStream:
+        provider = self.providers.for_deployment(entry.deployment)
+        started = self._clock.now()
+        source = provider.stream(call)
+        head: list[StreamChunk] = []
+        budget, reason = (
+            (limits.first_token_s, "timeout_first_token")
+            if limits.first_token_s < total_s
+            else (total_s, "timeout_total")
+        )
+        try:
+            async with asyncio.timeout(budget):
+                async for chunk in source:
+                    head.append(chunk)
+                    if chunk.content:
+                        break
+        except TimeoutError as exc:
+            await close_quietly(source)
+            raise _timeout(entry, reason, budget) from exc
+        except BaseException:
+            await close_quietly(source)
+            raise
+        rest = self.relay(entry, source, started + total_s)
+        return OpenedStream(entry=entry, head=head, rest=rest)
+
+    async def relay(
+        self, entry: PlanEntry, source: AsyncIterator[StreamChunk], deadline: float
+    ) -> AsyncIterator[StreamChunk]:
+        """The rest of a started stream, cut at ``deadline``; reports the breaker verdict."""
+        dep = entry.deployment.id
+        verdict: UpstreamError | bool | None = None  # True ok, error failed, None no verdict
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(deadline - self._clock.now()):
+                        chunk = await anext(source)
+                except StopAsyncIteration:
+                    verdict = True
+                    return
+                except TimeoutError as exc:
+                    verdict = _timeout(entry, "timeout_total", None)
+                    raise verdict from exc
+                except UpstreamError as exc:
+                    verdict = exc
+                    raise
+                yield chunk
+        finally:
+            await close_quietly(source)
+            with anyio.CancelScope(shield=True):
+                if verdict is True:
+                    await self.breakers.success(dep)
+                elif isinstance(verdict, UpstreamError):
+                    await self._judge(dep, verdict)
+                else:
+                    await self.breakers.release(dep)
+
+
+def _timeout(entry: PlanEntry, reason: str, seconds: float | None) -> UpstreamTimeoutError:
+    dep = entry.deployment.id
+    within = f" within {seconds:.3g}s" if seconds is not None else ""
+    what = "first token" if reason == "timeout_first_token" else "answer"
+    return UpstreamTimeoutError(
+        f"deployment {dep} did not send its {what}{within} ({reason})",
+        reason=reason,
+        deployment=dep,
+    )
