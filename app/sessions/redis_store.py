@@ -22,8 +22,6 @@ from redis.exceptions import RedisError
 from app.sessions.memory import MemorySessionStore
 from app.sessions.store import SessionEntry, StoreStatus
 
-log = structlog.get_logger("pareto.sessions")
-
 # What a broken, slow or unreachable Redis raises through redis.asyncio.
 _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
@@ -41,6 +39,7 @@ class RedisSessionStore:
         retry_after_s: float = 1.0,
         local: MemorySessionStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_degraded: Callable[[bool], None] | None = None,
     ) -> None:
         self._redis = redis
         self._ttl_ms = max(1, int(ttl_s * 1000))
@@ -53,6 +52,8 @@ class RedisSessionStore:
         self._degraded_since: float | None = None
         self._incidents = 0
         self._errors = 0
+        # Told True when an outage starts and False when it ends (e.g. a metrics gauge).
+        self._on_degraded = on_degraded
 
     # -- health -----------------------------------------------------------------------------
     def status(self) -> StoreStatus:
@@ -73,7 +74,8 @@ class RedisSessionStore:
         if self._degraded_since is None:
             self._degraded_since = now
             self._incidents += 1
-            log.warning(
+            # Looked up per incident (rare), never cached across configurations.
+            structlog.get_logger("pareto.sessions").warning(
                 "session_store_degraded",
                 operation=op,
                 error=type(exc).__name__,
@@ -81,12 +83,18 @@ class RedisSessionStore:
                 fallback="local memory store",
                 retry_after_s=self._retry_after_s,
             )
+            if self._on_degraded is not None:
+                self._on_degraded(True)
 
     def _succeeded(self) -> None:
         if self._degraded_since is not None:
             outage = self._clock() - self._degraded_since
             self._degraded_since = None
-            log.info("session_store_recovered", outage_s=round(outage, 3))
+            structlog.get_logger("pareto.sessions").info(
+                "session_store_recovered", outage_s=round(outage, 3)
+            )
+            if self._on_degraded is not None:
+                self._on_degraded(False)
 
     # -- operations -------------------------------------------------------------------------
     async def touch(self, key: str) -> SessionEntry | None:

@@ -90,8 +90,15 @@ async def test_resumes_redis_after_restart_and_copies_local_sessions_back(
     with redis_server(tmp_path) as server:
         redis = client(server.url)
         clock = Clock()
+        flags: list[bool] = []
         store = RedisSessionStore(
-            redis, ttl_s=60, prefix="p:", timeout_s=0.3, retry_after_s=1.0, clock=clock
+            redis,
+            ttl_s=60,
+            prefix="p:",
+            timeout_s=0.3,
+            retry_after_s=1.0,
+            clock=clock,
+            on_degraded=flags.append,
         )
         await store.put("before", ENTRY)
         server.stop()
@@ -103,6 +110,7 @@ async def test_resumes_redis_after_restart_and_copies_local_sessions_back(
             assert await store.touch("during") == ENTRY
         assert store.status().degraded is False
         assert [e["event"] for e in logs] == ["session_store_degraded", "session_store_recovered"]
+        assert flags == [True, False]
         # The session made during the outage now lives in Redis for the other processes.
         assert await redis.get("p:during") == ENTRY.encode()
         await redis.aclose()
