@@ -7,7 +7,7 @@ serves it, and the result is rendered by the API layer.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,9 @@ import orjson
 
 from app.auth.access import allowed_models
 from app.auth.config import ApiKey
-from app.catalog.model import Catalog, Deployment
+from app.cascade.driver import Accepted, BodyFor, CascadeDriver, cascade_headers, note_served
+from app.cascade.replay import completion_events
+from app.catalog.model import Catalog, Deployment, Policy
 from app.errors import GatewayError, UpstreamError
 from app.providers import ProviderRegistry
 from app.providers.base import Completion, StreamChunk, Usage
@@ -72,6 +74,11 @@ def counted_usage(body: dict[str, Any], text: str) -> Usage:
     )
 
 
+async def _aiter(events: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
+
+
 class Gateway:
     """Holds the live catalog and the process's clients; serves one request at a time each."""
 
@@ -94,6 +101,7 @@ class Gateway:
         self.failover = Failover(
             providers, build_breakers(settings, None), Defaults.from_settings(settings)
         )
+        self.cascade = CascadeDriver(self)
 
     def swap_catalog(self, catalog: Catalog) -> None:
         """Atomic replacement: requests already running keep the catalog they started with."""
@@ -129,6 +137,8 @@ class Gateway:
                 else "new"
             )
         headers.update(ctx.walk.headers())
+        if rec.tiers:
+            headers.update(cascade_headers(rec))
         return headers
 
     async def _remember_session(self, ctx: RequestContext, entry: PlanEntry) -> None:
@@ -153,7 +163,9 @@ class Gateway:
         rec.cache_hit = usage.cached_tokens > 0
         rec.output_tokens = usage.completion_tokens
         rec.usage_counted_by_gateway = not usage.reported
-        rec.cost_usd += cost_usd(dep, usage)
+        answer_cost = cost_usd(dep, usage)
+        rec.cost_usd += answer_cost
+        note_served(rec, dep.id, dep.model.name, answer_cost)
         rec.est_cost_usd = entry.est_cost_usd
         elapsed = time.perf_counter() - ctx.started
         rec.total_latency_ms = elapsed * 1000
@@ -165,6 +177,17 @@ class Gateway:
 
     async def handle_chat(self, body: dict[str, Any], ctx: RequestContext) -> ChatResult:
         catalog = self.catalog
+        cascade = catalog.policies.get(str(body.get("model")))
+        if cascade is not None and cascade.cascade is not None:
+            # Cheap tiers first (app/cascade); one reliability walk spans every tier.
+            ctx.walk = self.failover.begin(
+                ctx.request_id, ctx.record, request_limits(self.failover.defaults, cascade)
+            )
+            try:
+                return await self._cascade(catalog, cascade, body, ctx)
+            except GatewayError as exc:
+                self._emit_failure(ctx, exc)
+                raise
         ctx.session = await self.sessions.lookup(body, ctx.headers)
         plan = self.plan(catalog, body, ctx)
         rec = ctx.record
@@ -180,11 +203,66 @@ class Gateway:
                 return await self._stream(plan, body, upstream_body, ctx)
             return await self._complete(plan, body, upstream_body, ctx)
         except GatewayError as exc:
-            rec.status = exc.status
-            rec.user_visible_error = exc.code or exc.type
-            rec.total_latency_ms = (time.perf_counter() - ctx.started) * 1000
-            self._emit(rec)
+            self._emit_failure(ctx, exc)
             raise
+
+    def _emit_failure(self, ctx: RequestContext, exc: GatewayError) -> None:
+        rec = ctx.record
+        rec.status = exc.status
+        rec.user_visible_error = exc.code or exc.type
+        rec.total_latency_ms = (time.perf_counter() - ctx.started) * 1000
+        self._emit(rec)
+
+    async def _cascade(
+        self, catalog: Catalog, policy: Policy, body: dict[str, Any], ctx: RequestContext
+    ) -> ChatResult:
+        """A cascade policy: cheap tiers judged first (app/cascade), then the last tier."""
+        assert policy.cascade is not None
+        allowed_models(ctx.api_key, catalog, policy.name)  # 403 when the key may not use it
+        rec = ctx.record
+        rec.router_policy = policy.name
+        upstream_body = self._upstream_body(body)
+        stream = bool(body.get("stream"))
+        outcome = await self.cascade.run(
+            catalog,
+            policy.name,
+            policy.cascade,
+            body,
+            upstream_body,
+            ctx,
+            last_tier_only=stream and policy.cascade.streaming == "last_tier_only",
+        )
+        if isinstance(outcome, Accepted):
+            return self._render_completion(
+                outcome.plan, outcome.entry, body, outcome.completion, ctx, stream=stream
+            )
+        if stream:
+            return await self._stream(outcome.plan, body, upstream_body, ctx)
+        return await self._complete(outcome.plan, body, upstream_body, ctx)
+
+    # -- the cascade driver's TierWalker ----------------------------------------------------
+    def plan_tier(self, catalog: Catalog, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
+        """A cascade tier's (or judge's) routing plan."""
+        return self.plan(catalog, body, ctx)
+
+    async def walk_complete(
+        self, plan: RoutePlan, body_for: BodyFor, ctx: RequestContext
+    ) -> tuple[PlanEntry, Completion]:
+        """The reliability walk over a tier's plan (retries, timeouts, breakers, failover)."""
+        return await self.failover.complete(plan.entries, {}, ctx.walk, body_for=body_for)
+
+    def completion_cost(
+        self, entry: PlanEntry, body: dict[str, Any], completion: Completion
+    ) -> float:
+        """What a completion cost, from its usage (counted by the gateway if unreported)."""
+        usage = completion.usage
+        if not usage.reported:
+            text = "".join(
+                content_text((c.get("message") or {}).get("content"))
+                for c in completion.body.get("choices") or []
+            )
+            usage = counted_usage(body, text)
+        return cost_usd(entry.deployment, usage)
 
     async def _complete(
         self,
@@ -204,6 +282,7 @@ class Gateway:
         body: dict[str, Any],
         completion: Completion,
         ctx: RequestContext,
+        stream: bool = False,
     ) -> ChatResult:
         usage = completion.usage
         out = completion.body
@@ -217,6 +296,12 @@ class Gateway:
         headers = self._headers(ctx, plan, entry)
         headers["x-pareto-cost-usd"] = f"{ctx.record.cost_usd:.8f}"
         self._emit(ctx.record)
+        if stream:  # a buffered cascade tier's answer, replayed to a streaming client
+            options = body.get("stream_options")
+            usage_wanted = isinstance(options, dict) and bool(options.get("include_usage"))
+            return ChatResult(
+                headers=headers, stream=_aiter(completion_events(out, include_usage=usage_wanted))
+            )
         return ChatResult(headers=headers, body=orjson.dumps(out))
 
     async def _stream(

@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from app.auth.config import AuthSpec, compile_auth
+from app.catalog.cascade import compile_cascade
 from app.catalog.model import Catalog, Deployment, Model, Policy
 from app.catalog.spec import ConfigSpec, DeploymentSpec, ModelSpec
 
@@ -197,10 +198,19 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
         )
 
     compiled_policies: dict[str, Policy] = {}
+    is_cascade = {n: spec.cascade is not None for n, (_, spec) in policies.items()}
     for name, (file, p) in policies.items():
         for m in p.models or []:
             if m not in compiled_models:
                 problems.append(f"{file}: policies.{name}.models: unknown model {m!r}")
+        cascade = None
+        if p.cascade is not None:
+            where = f"{file}: policies.{name}.cascade"
+            cascade, why = compile_cascade(where, p.cascade, compiled_models, is_cascade, problems)
+            if cascade is None:
+                if why:
+                    disabled[f"policy {name}"] = why
+                continue
         compiled_policies[name] = Policy(
             name=name,
             description=p.description,
@@ -212,6 +222,7 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
             best_effort=p.best_effort,
             models=frozenset(p.models) if p.models else None,
             reliability=p.reliability,
+            cascade=cascade,
         )
     if auth is not None:
         _check_auth(auth[0], auth[1], compiled_models, compiled_policies, problems)
@@ -263,5 +274,8 @@ def _check_auth(
 
 def log_disabled(catalog: Catalog) -> None:
     """One clear log line per deployment that is configured but disabled."""
-    for dep_id, reason in sorted(catalog.disabled.items()):
-        log.warning("deployment_disabled", deployment=dep_id, reason=reason)
+    for name, reason in sorted(catalog.disabled.items()):
+        if name.startswith("policy "):
+            log.warning("policy_disabled", policy=name.removeprefix("policy "), reason=reason)
+        else:
+            log.warning("deployment_disabled", deployment=name, reason=reason)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from app.auth.config import AuthConfig
+from app.catalog.cascade import CascadePolicy
 from app.catalog.spec import FaultSpec, ReliabilitySpec, SimulationSpec
 
 
@@ -90,6 +91,7 @@ class Policy:
     best_effort: bool
     models: frozenset[str] | None
     reliability: ReliabilitySpec | None = None
+    cascade: CascadePolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

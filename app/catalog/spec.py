@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.auth.config import AuthSpec
+from app.catalog.cascade import CascadeSpec
 
 Capability = Literal["tools", "vision", "json", "logprobs"]
 ProviderKind = Literal["openai_compat", "anthropic", "simulated"]
@@ -142,6 +143,7 @@ class PolicySpec(_Spec):
     best_effort: bool = False
     models: list[str] | None = Field(default=None, description="restrict to these models")
     reliability: ReliabilitySpec | None = None
+    cascade: CascadeSpec | None = Field(default=None, description="cheap tier first, escalate")
 
 
 class ConfigSpec(_Spec):

@@ -8,10 +8,13 @@ counted prompt tokens, an emulated prefix cache, tool calls, JSON mode, and inje
 Prompt directives (in the last user message) script one request, for tests and demos:
 ``[sim:tokens=N]`` answer length, ``[sim:error=503]`` fail with that status, ``[sim:hang]``
 never answer, ``[sim:cut=N]`` cut a stream after N chunks, ``[sim:refuse]`` a refusal,
-``[sim:invalid_json]`` malformed JSON in JSON mode, ``[sim:low_confidence]`` low logprobs,
-``[sim:context_window]`` a context-length error, ``[sim:retry_after=N]`` a ``Retry-After``
-on an injected 429, ``[sim:invalid_response]`` a 200 whose body is not JSON. A directive may
-name deployments it applies to: ``[sim:error=500@gpt-oss-120b@groq]``.
+``[sim:invalid_json]`` malformed JSON in JSON mode (and in tool-call arguments),
+``[sim:schema_mismatch]`` JSON (or tool arguments) that parses but breaks the schema,
+``[sim:low_confidence]`` low logprobs, ``[sim:empty]`` an empty answer, ``[sim:grade=N]`` the
+answer is just ``N`` (a judge's score), ``[sim:context_window]`` a context-length error,
+``[sim:retry_after=N]`` a ``Retry-After`` on an injected 429, ``[sim:invalid_response]`` a 200
+whose body is not JSON. A directive may name deployments it applies to:
+``[sim:error=500@gpt-oss-120b@groq]``.
 """
 
 from __future__ import annotations
@@ -128,6 +131,9 @@ class Plan:
     refuse: bool = False
     invalid_json: bool = False
     low_confidence: bool = False
+    schema_mismatch: bool = False
+    empty: bool = False
+    grade: str | None = None
     tokens: int | None = None
     retry_after: str | None = None
     invalid_response: bool = False
@@ -216,6 +222,23 @@ def _sample_for_schema(schema: Any, words: Iterator[str], depth: int = 0) -> Any
     return next(words)
 
 
+def _mismatch_for_schema(schema: Any) -> Any:
+    """JSON that parses but breaks a schema: every property of the wrong type."""
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        if not props:
+            return ["not", "an", "object"]
+        wrong: dict[str, Any] = {}
+        for name, sub in props.items():
+            sub_kind = sub.get("type") if isinstance(sub, dict) else None
+            wrong[name] = "wrong type" if sub_kind in ("integer", "number", "boolean") else 42
+        return wrong
+    return {"unexpected": True} if kind != "string" else 42
+
+
 class SimulatedLLM:
     """Deterministic answers with timing and faults for one deployment profile."""
 
@@ -224,9 +247,11 @@ class SimulatedLLM:
         self._rng = random.Random(profile.seed)
         self._cache = PrefixCache(min_tokens=profile.cache_min_tokens, ttl_s=profile.cache_ttl_s)
         self._created = int(time.time())
+        self.requests = 0  # requests this deployment received (tests and demos read it)
 
     # -- deciding -------------------------------------------------------------------------
     def plan(self, messages: list[dict[str, Any]]) -> Plan:
+        self.requests += 1
         plan = Plan()
         faults = self.profile.faults
         roll = self._rng.random()
@@ -253,6 +278,12 @@ class SimulatedLLM:
                 plan.invalid_json = True
             elif name == "low_confidence":
                 plan.low_confidence = True
+            elif name == "schema_mismatch":
+                plan.schema_mismatch = True
+            elif name == "empty":
+                plan.empty = True
+            elif name == "grade":
+                plan.grade = value or "5"
             elif name == "tokens":
                 plan.tokens = max(1, int(value or 1))
             elif name == "context_window":
@@ -329,8 +360,14 @@ class SimulatedLLM:
                     (t for t in tools if (t.get("function") or {}).get("name") == name), chosen
                 )
             fn = chosen.get("function") or {}
-            args = _sample_for_schema(fn.get("parameters") or {"type": "object"}, words)
+            params = fn.get("parameters") or {"type": "object"}
+            if plan.schema_mismatch:
+                args = _mismatch_for_schema(params)
+            else:
+                args = _sample_for_schema(params, words)
             arguments = orjson.dumps(args).decode()
+            if plan.invalid_json:
+                arguments = arguments[: max(1, len(arguments) // 2)]
             call_id = f"call_{seed % 10**12:012d}"
             message["tool_calls"] = [
                 {
@@ -348,12 +385,23 @@ class SimulatedLLM:
             pieces[-1] = pieces[-1].rstrip()
             n_tokens = len(pieces)
             finish = "stop"
+        elif plan.empty or plan.grade is not None:
+            text = "" if plan.empty else plan.grade or ""
+            message["content"] = text
+            pieces = [text] if text else []
+            n_tokens = max(1, len(text) // 4)
+            finish = "stop"
         elif rf_type in ("json_object", "json_schema"):
             if plan.invalid_json:
                 text = '{"answer": "' + " ".join(next(words) for _ in range(3))
             elif rf_type == "json_schema":
                 schema = (response_format.get("json_schema") or {}).get("schema") or {}
-                text = orjson.dumps(_sample_for_schema(schema, words)).decode()
+                value = (
+                    _mismatch_for_schema(schema)
+                    if plan.schema_mismatch
+                    else _sample_for_schema(schema, words)
+                )
+                text = orjson.dumps(value).decode()
             else:
                 text = orjson.dumps({"answer": " ".join(next(words) for _ in range(8))}).decode()
             message["content"] = text
@@ -494,6 +542,11 @@ class SimulatedProvider:
             llm = SimulatedLLM(profile)
             self._llms[deployment.id] = llm
         return llm
+
+    def requests_to(self, deployment_id: str) -> int:
+        """How many requests the named deployment has received from this process."""
+        llm = self._llms.get(deployment_id)
+        return llm.requests if llm is not None else 0
 
     def _raise_failure(self, llm: SimulatedLLM, plan: Plan, deployment: str) -> None:
         failure = llm.failure(plan)

@@ -108,10 +108,21 @@ class Failover:
 
     # -- public walks -----------------------------------------------------------------------
     async def complete(
-        self, entries: Sequence[PlanEntry], body: dict[str, Any], walk: Walk
+        self,
+        entries: Sequence[PlanEntry],
+        body: dict[str, Any],
+        walk: Walk,
+        *,
+        body_for: Callable[[PlanEntry], dict[str, Any]] | None = None,
     ) -> tuple[PlanEntry, Completion]:
-        """A whole answer from the first deployment that can give one."""
-        return await self._walk(entries, body, walk, self._complete_once, stream=False)
+        """A whole answer from the first deployment that can give one.
+
+        ``body_for`` (cascades) picks the body per deployment, e.g. asking for logprobs only
+        where the deployment supports them; it overrides ``body``.
+        """
+        return await self._walk(
+            entries, body, walk, self._complete_once, stream=False, body_for=body_for
+        )
 
     async def stream(
         self, entries: Sequence[PlanEntry], body: dict[str, Any], walk: Walk
@@ -128,6 +139,7 @@ class Failover:
         attempt: Callable[[PlanEntry, UpstreamCall, AttemptLimits, float], Awaitable[T]],
         *,
         stream: bool,
+        body_for: Callable[[PlanEntry], dict[str, Any]] | None = None,
     ) -> T:
         clock = self._clock
         queue = deque(entries)
@@ -169,7 +181,7 @@ class Failover:
             total_s = min(limits.total_s, remaining)
             call = UpstreamCall(
                 deployment=dep,
-                body=body,
+                body=body if body_for is None else body_for(entry),
                 request_id=walk.request_id,
                 connect_timeout_s=limits.connect_s,
                 # A non-stream's first byte comes when the whole answer is ready: its budget
