@@ -25,7 +25,7 @@ from app.reliability import Failover, Walk, build_breakers, close_quietly, reque
 from app.reliability.limits import Defaults
 from app.routing.plan import PlanEntry, RoutePlan
 from app.routing.router import plan_request
-from app.sessions import SessionLookup, Sessions
+from app.sessions import SessionLookup, Sessions, session_route
 from app.settings import Settings
 from app.telemetry.record import Record
 from app.tokens import content_text, estimate_messages_tokens, estimate_tokens
@@ -141,14 +141,17 @@ class Gateway:
             headers.update(cascade_headers(rec))
         return headers
 
-    async def _remember_session(self, ctx: RequestContext, entry: PlanEntry) -> None:
+    async def _remember_session(
+        self, ctx: RequestContext, plan: RoutePlan, entry: PlanEntry, body: dict[str, Any]
+    ) -> None:
         """Record whether the session stayed put, and store who served it."""
         session = ctx.session
         if session is None:
             return
         served = entry.deployment.id
-        ctx.record.session_sticky, ctx.record.session_switch_reason = session.outcome(served, None)
-        await self.sessions.remember(session, served)
+        route = session_route(str(body.get("model")), plan.policy)
+        ctx.record.session_sticky, ctx.record.session_switch_reason = session.outcome(served, route)
+        await self.sessions.remember(session, served, route)
 
     def _finish_record(
         self, ctx: RequestContext, entry: PlanEntry, usage: Usage, ttft_s: float | None
@@ -272,7 +275,7 @@ class Gateway:
         ctx: RequestContext,
     ) -> ChatResult:
         entry, completion = await self.failover.complete(plan.entries, upstream_body, ctx.walk)
-        await self._remember_session(ctx, entry)
+        await self._remember_session(ctx, plan, entry, body)
         return self._render_completion(plan, entry, body, completion, ctx)
 
     def _render_completion(
@@ -312,7 +315,7 @@ class Gateway:
         ctx: RequestContext,
     ) -> ChatResult:
         opened = await self.failover.stream(plan.entries, upstream_body, ctx.walk)
-        await self._remember_session(ctx, opened.entry)
+        await self._remember_session(ctx, plan, opened.entry, body)
         ttft = time.perf_counter() - ctx.started
         headers = self._headers(ctx, plan, opened.entry)
         return ChatResult(

@@ -28,9 +28,8 @@ SWITCH_REASONS: Final[tuple[str, ...]] = (
 class Sticky:
     """Router input: the session's deployment and its expected cached prefix."""
 
-    deployment: str
-    cached_tokens: int
-    route_changed: bool = False
+    deployment_id: str
+    cached_input_tokens: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from app.sessions.keys import SESSION_HEADER, SessionKey, session_key
-from app.sessions.manager import SessionLookup, Sessions, expected_cached_tokens
+from app.sessions.manager import (
+    SessionLookup,
+    Sessions,
+    expected_cached_tokens,
+    session_route,
+)
 from app.sessions.memory import MemorySessionStore
 from app.sessions.redis_store import RedisSessionStore
 from app.sessions.store import SessionEntry, SessionStore, StoreStatus
@@ -43,4 +48,5 @@ __all__ = [
     "build_sessions",
     "expected_cached_tokens",
     "session_key",
+    "session_route",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.routing.sticky import Sticky, SwitchReason
+from app.routing.sticky import Sticky, StickyOutcome, SwitchReason
 from app.sessions.keys import SessionKey, session_key
 from app.sessions.store import SessionEntry, SessionStore, StoreStatus
 from app.tokens import estimate_messages_tokens
@@ -29,6 +29,11 @@ def expected_cached_tokens(messages: list[Any]) -> int:
     return 0
 
 
+def session_route(model: str, policy: str | None) -> str:
+    """What the client asked to be routed under: the model name and the resolved policy."""
+    return model if policy is None or policy == model else f"{model}/{policy}"
+
+
 def _has_history(messages: list[Any]) -> bool:
     return any(isinstance(m, Mapping) and m.get("role") == "assistant" for m in messages)
 
@@ -38,23 +43,30 @@ class SessionLookup:
     """One request's session: its key, the stored entry, and the router input built from it."""
 
     key: SessionKey | None
-    route: str
     entry: SessionEntry | None = None
     sticky: Sticky | None = None
     expired: bool = False
 
     def outcome(
-        self, served: str, router_reason: SwitchReason | None
+        self, served: str, route: str, router: StickyOutcome | None = None
     ) -> tuple[bool | None, SwitchReason | None]:
-        """``(session_sticky, session_switch_reason)`` for the record, given who served."""
+        """``(session_sticky, session_switch_reason)`` for the record.
+
+        ``served`` is the deployment that answered, ``route`` the model/policy this request
+        was routed under, ``router`` what the router did with the sticky deployment.
+        """
         if self.key is None:
             return None, None
-        if self.sticky is None:
+        if self.entry is None:
             return False, "expired" if self.expired else None
-        if served == self.sticky.deployment:
+        if served == self.entry.deployment:
             return True, None
-        # The router kept it but it failed and a fallback served: it was unhealthy.
-        return False, router_reason or "unhealthy"
+        if router is not None and not router.kept:
+            if self.entry.route != route:
+                return False, "policy_changed"
+            return False, router.switch_reason or "better_utility"
+        # The router kept it, but it failed and a fallback served: it was unhealthy.
+        return False, "unhealthy"
 
 
 class Sessions:
@@ -73,29 +85,27 @@ class Sessions:
 
     async def lookup(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> SessionLookup:
         """The request's session (raises only for a malformed session id)."""
-        route = str(body.get("model"))
         if self.store is None:
-            return SessionLookup(key=None, route=route)
+            return _NO_SESSION
         key = session_key(headers, body, use_user_field=self._use_user_field)
         if key is None:
-            return SessionLookup(key=None, route=route)
+            return _NO_SESSION
         messages = body.get("messages")
         messages = messages if isinstance(messages, list) else []
         entry = await self.store.touch(key.digest)
         if entry is None:
-            return SessionLookup(key=key, route=route, expired=_has_history(messages))
-        sticky = Sticky(
-            deployment=entry.deployment,
-            cached_tokens=expected_cached_tokens(messages),
-            route_changed=entry.route != route,
-        )
-        return SessionLookup(key=key, route=route, entry=entry, sticky=sticky)
+            return SessionLookup(key=key, expired=_has_history(messages))
+        sticky = Sticky(entry.deployment, expected_cached_tokens(messages))
+        return SessionLookup(key=key, entry=entry, sticky=sticky)
 
-    async def remember(self, lookup: SessionLookup, served: str) -> None:
+    async def remember(self, lookup: SessionLookup, served: str, route: str) -> None:
         """Record who served this turn, when that changed what the store holds."""
         if self.store is None or lookup.key is None:
             return
         entry = lookup.entry
-        if entry is not None and entry.deployment == served and entry.route == lookup.route:
+        if entry is not None and entry.deployment == served and entry.route == route:
             return  # unchanged: the lookup already refreshed the TTL
-        await self.store.put(lookup.key.digest, SessionEntry(served, lookup.route))
+        await self.store.put(lookup.key.digest, SessionEntry(served, route))
+
+
+_NO_SESSION = SessionLookup(key=None)
