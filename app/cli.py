@@ -1,4 +1,4 @@
-"""The ``pareto`` command: serve, simulate, catalog check."""
+"""The ``pareto`` command: serve, simulate, catalog check, train, eval."""
 
 from __future__ import annotations
 
@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = catalog_sub.add_parser("check", help="validate a config file")
     check.add_argument("path")
     check.set_defaults(func=_cmd_catalog_check)
+
+    from app.evaluation.cli import add_eval_parser, add_train_parser
+
+    add_train_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

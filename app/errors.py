@@ -29,6 +29,13 @@ with ``raise ... from exc``; nothing else reaches the client.
         ├── CircuitOpenError           503  circuit_open            retryable elsewhere
         ├── UpstreamInvalidResponse    502  invalid_response        retryable
         └── UpstreamBadRequestError    400  (client's fault)        never retried
+
+Offline tools (``pareto eval`` / ``pareto train``) and start-up configuration have their own
+small tree, never shown to an HTTP client::
+
+    OfflineError
+    ├── DatasetError       a dataset, model table or feedback file cannot be read
+    └── RouterFileError    a learned-router file is missing, corrupt or of another version
 """
 
 from __future__ import annotations
@@ -263,3 +270,15 @@ class UpstreamBadRequestError(UpstreamError):
     code = "invalid_request"
     retryable = False
     retry_same = False
+
+
+class OfflineError(Exception):
+    """Base of the errors of offline tools; the message says which file and what to fix."""
+
+
+class DatasetError(OfflineError):
+    """A routing dataset, its model table or a feedback file cannot be read."""
+
+
+class RouterFileError(OfflineError):
+    """A learned-router file cannot be loaded (missing, corrupt, or another format version)."""
