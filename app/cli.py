@@ -127,10 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path")
     check.set_defaults(func=_cmd_catalog_check)
 
-    from app.evaluation.cli import add_eval_parser, add_train_parser
+    from app.evaluation.cli import add_train_parser
 
     add_train_parser(sub)
-    add_eval_parser(sub)
     return parser
 
 

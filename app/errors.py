@@ -12,6 +12,8 @@ with ``raise ... from exc``; nothing else reaches the client.
     │   ├── BodyTooLargeError          413
     │   └── ContentSizeError           400  (message count / content size limits)
     ├── ModelNotFoundError             404  model_not_found
+    ├── FeedbackDisabledError          404  feedback_disabled        (PARETO_FEEDBACK_PATH unset)
+    ├── RequestNotFoundError           404  request_not_found        (feedback for an unknown id)
     ├── NoFeasibleDeploymentError      400  no_feasible_deployment
     ├── AuthenticationError            401  invalid_api_key
     ├── PermissionDeniedError          403  model_not_allowed
@@ -142,6 +144,22 @@ class ModelNotFoundError(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class FeedbackDisabledError(GatewayError):
+    """``POST /v1/feedback`` on a gateway that stores no feedback."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "feedback_disabled"
+
+
+class RequestNotFoundError(GatewayError):
+    """Feedback names a request id the gateway does not (or no longer) remember."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "request_not_found"
 
 
 class NoFeasibleDeploymentError(GatewayError):

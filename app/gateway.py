@@ -19,6 +19,7 @@ from app.cascade.driver import Accepted, BodyFor, CascadeDriver, cascade_headers
 from app.cascade.replay import completion_events
 from app.catalog.model import Catalog, Deployment, Policy
 from app.errors import GatewayError, UpstreamError
+from app.feedback import Feedback
 from app.providers import ProviderRegistry
 from app.providers.base import Completion, StreamChunk, Usage
 from app.reliability import Failover, Walk, build_breakers, close_quietly, request_limits
@@ -102,6 +103,8 @@ class Gateway:
             providers, build_breakers(settings, None), Defaults.from_settings(settings)
         )
         self.cascade = CascadeDriver(self)
+        # Feedback on served requests (off until the lifespan builds it from settings).
+        self.feedback = Feedback(None, None)
 
     def swap_catalog(self, catalog: Catalog) -> None:
         """Atomic replacement: requests already running keep the catalog they started with."""
@@ -152,6 +155,20 @@ class Gateway:
         route = session_route(str(body.get("model")), plan.policy)
         ctx.record.session_sticky, ctx.record.session_switch_reason = session.outcome(served, route)
         await self.sessions.remember(session, served, route)
+
+    async def _remember_for_feedback(
+        self, ctx: RequestContext, plan: RoutePlan, entry: PlanEntry, body: dict[str, Any]
+    ) -> None:
+        if self.feedback.enabled:
+            dep = entry.deployment
+            await self.feedback.remember(
+                ctx.request_id,
+                body,
+                model=dep.model.name,
+                deployment=dep.id,
+                policy=plan.policy,
+                features=plan.features,
+            )
 
     def _finish_record(
         self, ctx: RequestContext, entry: PlanEntry, usage: Usage, ttft_s: float | None
@@ -236,6 +253,7 @@ class Gateway:
             last_tier_only=stream and policy.cascade.streaming == "last_tier_only",
         )
         if isinstance(outcome, Accepted):
+            await self._remember_for_feedback(ctx, outcome.plan, outcome.entry, body)
             return self._render_completion(
                 outcome.plan, outcome.entry, body, outcome.completion, ctx, stream=stream
             )
@@ -276,6 +294,7 @@ class Gateway:
     ) -> ChatResult:
         entry, completion = await self.failover.complete(plan.entries, upstream_body, ctx.walk)
         await self._remember_session(ctx, plan, entry, body)
+        await self._remember_for_feedback(ctx, plan, entry, body)
         return self._render_completion(plan, entry, body, completion, ctx)
 
     def _render_completion(
@@ -316,6 +335,7 @@ class Gateway:
     ) -> ChatResult:
         opened = await self.failover.stream(plan.entries, upstream_body, ctx.walk)
         await self._remember_session(ctx, plan, opened.entry, body)
+        await self._remember_for_feedback(ctx, plan, opened.entry, body)
         ttft = time.perf_counter() - ctx.started
         headers = self._headers(ctx, plan, opened.entry)
         return ChatResult(

@@ -16,6 +16,7 @@ from app.api.routes import router
 from app.auth import Authenticator, AuthMiddleware, log_auth_state
 from app.catalog import Catalog, load_catalog, log_disabled
 from app.catalog.reload import Reloader
+from app.feedback import build_feedback
 from app.gateway import Gateway
 from app.providers import ProviderRegistry
 from app.reliability import build_breakers
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gateway.redis = redis
         gateway.sessions = build_sessions(settings, redis)
         gateway.failover.breakers = build_breakers(settings, redis)
+        gateway.feedback = build_feedback(settings, redis)
         app.state.authenticator = Authenticator(lambda: gateway.catalog.auth, None)
         log_auth_state(catalog.auth, str(settings.config))
 

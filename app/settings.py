@@ -40,6 +40,21 @@ class Settings(BaseSettings):
     session_redis_retry_s: float = Field(
         default=1.0, gt=0, description="After a Redis failure, use the local store this long"
     )
+    feedback_path: Path | None = Field(
+        default=None,
+        description="JSONL file POST /v1/feedback appends to (read by `pareto train`); "
+        "unset = feedback off",
+    )
+    feedback_window: int = Field(
+        default=5000, gt=0, description="Recent requests kept in memory for feedback"
+    )
+    feedback_ttl_s: float = Field(
+        default=3600.0, gt=0, description="How long a request accepts feedback"
+    )
+    feedback_key_prefix: str = Field(default="pareto:feedback:", description="Redis key prefix")
+    feedback_dim: int = Field(
+        default=1 << 17, gt=0, description="Hashed feature buckets stored with feedback"
+    )
     log_level: str = "info"
     log_prompts: bool = Field(default=False, description="Debug only: log prompt text")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)

@@ -131,6 +131,15 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
+@router.post("/v1/feedback")
+async def feedback(request: Request) -> Response:
+    """A quality score (0-1) for a request this gateway served, stored for `pareto train`."""
+    gateway = gateway_of(request)
+    body = parse_body(await read_body(request, 64 * 1024))
+    receipt = await gateway.feedback.submit(body)
+    return Response(orjson.dumps(receipt), media_type="application/json")
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     """The catalog's models and the routing policies, in OpenAI's list shape."""

@@ -15,8 +15,9 @@ def _fmt_cost(v: float | None) -> str:
     return "n/a" if v is None else f"${v:.4f}"
 
 
-def print_train_report(report: dict[str, Any], out: Any = sys.stdout) -> None:
+def print_train_report(report: dict[str, Any], out: Any = None) -> None:
     """Held-out (out-of-fold) metrics, one block per dataset."""
+    out = out or sys.stdout
     print(
         f"trained on {report['rows']} rows ({report['held_out_rows']} held out by the fixed "
         f"split), {len(report['models'])} models, {report['folds']}-fold CV, seed "

@@ -81,10 +81,11 @@ def run(
         s_idx, w_idx = strong_weak(a)
         scores = np.empty(n)
         for i in range(n):
-            def to_strong(lam: float, row: int = i) -> bool:
+
+            def goes_strong(lam: float, row: int = i) -> bool:
                 return decider.decide(row, lam) == s_idx
 
-            scores[i] = critical_lambda(to_strong)
+            scores[i] = critical_lambda(goes_strong)
             if progress is not None:
                 progress.advance()
         strong, weak = a.quality[:, s_idx], a.quality[:, w_idx]
