@@ -1,0 +1,250 @@
+"""Gateway overhead, side by side: the load generator direct to a simulated upstream vs
+through the gateway, alternating in one run, so machine noise hits both alike.
+
+    python -m tests.benchmarks.bench_gateway [--repeats 3] [--workers 2] [--quick]
+        [--features full|minimal] [--json out.json]
+
+The upstream is `pareto simulate --instant` (TTFT 0, no decode sleeps) in its own process;
+the load generator (tests/benchmarks/loadgen.py) is a third process whose CPU is reported.
+Reports medians (and min–max spread over repeats) of: added latency p50/p99 (via − direct),
+added TTFT p50/p99 for streams, throughput via/direct, gateway CPU ms per request, and RSS.
+Loopback only; every phase is bounded in requests and seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.procs import free_port, wait_http
+
+ROOT = Path(__file__).resolve().parents[2]
+CLK = os.sysconf("SC_CLK_TCK")
+BENCH_KEY = "pk-bench-0000000000000000"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def tree_pids(pid: int) -> list[int]:
+    pids = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                for child in f.read().split():
+                    pids.extend(tree_pids(int(child)))
+    except OSError:
+        pass
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            pass
+    return total / CLK
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class Scenario:
+    name: str
+    stream: bool
+    max_tokens: int
+    concurrency: int
+    requests: int
+
+
+def bench_config(upstream: str, features: str, redis_url: str | None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "include": [str(ROOT / "config" / "policies.yaml")],
+        "models": {
+            "bench-small": {"quality": 40, "context_window": 128000, "capabilities": ["json"]},
+            "bench-big": {"quality": 60, "context_window": 128000, "capabilities": ["json"]},
+        },
+        "deployments": {
+            "bench-small@sim": {"kind": "openai_compat", "base_url": upstream,
+                                "upstream_model": "bench", "price": {"input": 0.1, "output": 0.4},
+                                "ttft_s": 0.2, "decode_tps": 500},
+            "bench-big@sim": {"kind": "openai_compat", "base_url": upstream,
+                              "upstream_model": "bench", "price": {"input": 3, "output": 15},
+                              "ttft_s": 0.5, "decode_tps": 100},
+        },
+    }
+    return config
+
+
+def start(args: list[str], env: dict[str, str], health: str, log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", *args], cwd=ROOT, env={**os.environ, **env},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    wait_http(health, proc=proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def load(url: str, body: dict[str, Any], n: int, concurrency: int, tmp: Path) -> dict[str, Any]:
+    body_file = tmp / "body.json"
+    body_file.write_text(json.dumps(body, separators=(",", ":")))
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.loadgen", url, str(body_file), str(n),
+         str(concurrency), "60"],
+        cwd=ROOT, capture_output=True, check=True, env={**os.environ, "BENCH_KEY": BENCH_KEY},
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--features", choices=["full", "minimal"], default="full")
+    parser.add_argument("--model", default="auto", help="model or policy the requests name")
+    parser.add_argument("--json", help="write the raw summary here")
+    args = parser.parse_args()
+
+    scale = 0.2 if args.quick else 1.0
+    scenarios = [
+        Scenario("json c=1", False, 16, 1, int(1000 * scale)),
+        Scenario("json c=16", False, 16, 16, int(4000 * scale)),
+        Scenario("json c=64", False, 16, 64, int(6000 * scale)),
+        Scenario("stream16 c=1", True, 16, 1, int(600 * scale)),
+        Scenario("stream256 c=1", True, 256, 1, int(300 * scale)),
+        Scenario("stream16 c=64", True, 16, 64, int(3000 * scale)),
+    ]
+    tmp = Path(tempfile.mkdtemp(prefix="pareto-bench-"))
+    sim_port, gw_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{sim_port}/v1"
+    sim = start(["simulate", "--port", str(sim_port), "--instant", "--output-tokens", "256"], {},
+                f"http://127.0.0.1:{sim_port}/healthz", tmp / "sim.log")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    config = bench_config(upstream, args.features, redis_url)
+    cfg_path = tmp / "bench.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    env = {"PARETO_LOG_LEVEL": "warning", "PARETO_WATCH_CONFIG": "false"}
+    if args.features == "full":
+        env["PARETO_REDIS_URL"] = redis_url
+    gw = start(["serve", "--config", str(cfg_path), "--port", str(gw_port), "--workers",
+                str(args.workers)], env, f"http://127.0.0.1:{gw_port}/healthz", tmp / "gw.log")
+    results: dict[str, list[dict[str, float]]] = {}
+    try:
+        direct_url = f"{upstream}/chat/completions"
+        via_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        for sc in scenarios:  # warm-up both paths
+            body = request_body(sc, "bench")
+            load(direct_url, body, 100, min(sc.concurrency, 16), tmp)
+            load(via_url, request_body(sc, args.model), 100, min(sc.concurrency, 16), tmp)
+        rss_start = sum(rss_mb(p) for p in tree_pids(gw.pid)[1:] or [gw.pid])
+        for rep in range(args.repeats):
+            for sc in scenarios:
+                direct = load(direct_url, request_body(sc, "bench"), sc.requests, sc.concurrency, tmp)
+                pids = tree_pids(gw.pid)
+                cpu0 = cpu_seconds(pids)
+                via = load(via_url, request_body(sc, args.model), sc.requests, sc.concurrency, tmp)
+                cpu = cpu_seconds(pids) - cpu0
+                n_via = len(via["latencies"])
+                row = {
+                    "added_p50_ms": (pct(via["latencies"], 50) - pct(direct["latencies"], 50)) * 1e3,
+                    "added_p99_ms": (pct(via["latencies"], 99) - pct(direct["latencies"], 99)) * 1e3,
+                    "direct_p50_ms": pct(direct["latencies"], 50) * 1e3,
+                    "via_p50_ms": pct(via["latencies"], 50) * 1e3,
+                    "throughput_ratio": (n_via / via["wall_s"]) / (len(direct["latencies"]) / direct["wall_s"]),
+                    "direct_rps": len(direct["latencies"]) / direct["wall_s"],
+                    "via_rps": n_via / via["wall_s"],
+                    "gateway_cpu_ms_per_req": cpu * 1e3 / max(n_via, 1),
+                    "loadgen_cpu_share": via["cpu_s"] / via["wall_s"],
+                    "errors": via["errors"] + direct["errors"],
+                }
+                if sc.stream:
+                    row["added_ttft_p50_ms"] = (pct(via["ttfts"], 50) - pct(direct["ttfts"], 50)) * 1e3
+                    row["added_ttft_p99_ms"] = (pct(via["ttfts"], 99) - pct(direct["ttfts"], 99)) * 1e3
+                results.setdefault(sc.name, []).append(row)
+                print(f"rep {rep + 1} {sc.name:14s} " + " ".join(
+                    f"{k}={v:.3f}" for k, v in row.items()), flush=True)
+        rss_end = sum(rss_mb(p) for p in tree_pids(gw.pid)[1:] or [gw.pid])
+    finally:
+        stop(gw)
+        stop(sim)
+    workers = max(1, args.workers)
+    print(f"\nGateway: {args.workers} worker(s), features={args.features}, model={args.model}; "
+          f"RSS per worker {rss_start / workers:.1f} MB at start of measurement, "
+          f"{rss_end / workers:.1f} MB at end\n")
+    keys = ["added_p50_ms", "added_p99_ms", "added_ttft_p50_ms", "added_ttft_p99_ms",
+            "throughput_ratio", "gateway_cpu_ms_per_req", "loadgen_cpu_share", "direct_rps",
+            "via_rps", "errors"]
+    header = f"{'scenario':15s}" + "".join(f"{k:>26s}" for k in keys)
+    print(header)
+    summary: dict[str, dict[str, list[float]]] = {}
+    for name, rows in results.items():
+        line = f"{name:15s}"
+        summary[name] = {}
+        for k in keys:
+            vals = [r[k] for r in rows if k in r]
+            if not vals:
+                line += f"{'-':>26s}"
+                continue
+            med = statistics.median(vals)
+            summary[name][k] = [med, min(vals), max(vals)]
+            line += f"{f'{med:.3f} [{min(vals):.2f},{max(vals):.2f}]':>26s}"
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"summary": summary, "rss_mb_per_worker": [rss_start / workers, rss_end / workers]},
+            indent=2))
+
+
+def request_body(sc: Scenario, model: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello to the benchmark in a few words."}],
+        "max_tokens": sc.max_tokens,
+    }
+    if sc.stream:
+        body["stream"] = True
+    return body
+
+
+if __name__ == "__main__":
+    main()

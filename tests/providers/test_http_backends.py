@@ -1,0 +1,142 @@
+"""Both upstream HTTP backends behave the same on the wire events adapters depend on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from app.providers.http import (
+    AiohttpBackend,
+    HttpxBackend,
+    HTTPBackend,
+    Timeouts,
+    TransportError,
+    TransportTimeout,
+)
+
+T = Timeouts(connect=1.0, read=0.3)
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[HTTPBackend]:
+    b: HTTPBackend = AiohttpBackend() if request.param == "aiohttp" else HttpxBackend()
+    yield b
+    await b.aclose()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+_OPEN: list[asyncio.StreamWriter] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_server_sockets() -> AsyncIterator[None]:
+    yield
+    for writer in _OPEN:
+        writer.transport.abort()
+    _OPEN.clear()
+    await asyncio.sleep(0)
+
+
+async def serve(handler: Handler) -> tuple[asyncio.Server, str]:
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _OPEN.append(writer)
+        await handler(reader, writer)
+
+    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return await reader.readexactly(length)
+
+
+def ok_json(writer: asyncio.StreamWriter, body: bytes, status: int = 200) -> None:
+    writer.write(
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nRetry-After: 3\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+
+
+async def test_post_returns_status_headers_body(backend: HTTPBackend) -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await read_request(reader))
+        ok_json(writer, b'{"error":{"message":"slow down"}}', 429)
+        await writer.drain()
+        writer.close()
+
+    server, url = await serve(handler)
+    async with server:
+        response = await backend.post(url, b'{"a":1}', {"content-type": "application/json"}, T)
+    assert response.status == 429
+    assert response.headers["retry-after"] == "3"
+    assert response.body == b'{"error":{"message":"slow down"}}'
+    assert seen == [b'{"a":1}']
+
+
+async def test_stream_yields_chunks_then_ends(backend: HTTPBackend) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in (b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"):
+            writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server, url = await serve(handler)
+    async with server, backend.stream(url, b"{}", {}, T) as stream:
+        assert stream.status == 200
+        data = b"".join([c async for c in stream.chunks()])
+    assert data == b"data: 1\n\ndata: 2\n\ndata: [DONE]\n\n"
+
+
+async def test_stream_cut_mid_body_is_transport_error(backend: HTTPBackend) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"9\r\ndata: 1\n\n\r\n")
+        await writer.drain()
+        writer.transport.abort()
+
+    server, url = await serve(handler)
+    got = []
+    async with server:
+        with pytest.raises(TransportError):
+            async with backend.stream(url, b"{}", {}, T) as stream:
+                async for c in stream.chunks():
+                    got.append(c)
+    assert b"".join(got) == b"data: 1\n\n"
+
+
+async def test_silent_upstream_is_read_timeout(backend: HTTPBackend) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(1)
+
+    server, url = await serve(handler)
+    async with server:
+        with pytest.raises(TransportTimeout) as info:
+            await backend.post(url, b"{}", {}, T)
+    assert info.value.phase == "read"
+
+
+async def test_refused_connection_is_transport_error_not_timeout(backend: HTTPBackend) -> None:
+    server, url = await serve(lambda r, w: asyncio.sleep(0))
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(TransportError) as info:
+        await backend.post(url, b"{}", {}, T)
+    assert not isinstance(info.value, TransportTimeout)
