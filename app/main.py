@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import httpx
 import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI
@@ -19,6 +18,7 @@ from app.catalog.reload import Reloader
 from app.feedback import build_feedback
 from app.gateway import Gateway
 from app.providers import ProviderRegistry
+from app.providers.http import make_backend
 from app.reliability import build_breakers
 from app.sessions import build_sessions
 from app.settings import Settings, load_settings
@@ -40,11 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        limits = httpx.Limits(
-            max_connections=settings.http_max_connections,
-            max_keepalive_connections=settings.http_keepalive_connections,
-        )
-        client = httpx.AsyncClient(limits=limits, timeout=settings.total_timeout_s)
+        client = make_backend(settings.http_client, settings.http_max_connections)
         providers = ProviderRegistry(client, settings.simulated_base_url)
         gateway = Gateway(settings, catalog, providers, emit=_log_record)
         app.state.gateway = gateway

@@ -79,6 +79,9 @@ async def app_client(
 
     async def make(config: dict[str, Any] | None = None, **settings: Any) -> httpx.AsyncClient:
         path = write_config(config or small_config())
+        # In-process tests use the httpx backend so respx can mock upstreams; the e2e suite
+        # (real servers) runs the production default, aiohttp.
+        settings.setdefault("http_client", "httpx")
         app = create_app(Settings(config=path, watch_config=False, **settings))
         ctx = app.router.lifespan_context(app)
         await ctx.__aenter__()

@@ -10,6 +10,7 @@ import httpx
 from app.catalog.model import Deployment
 from app.providers.anthropic import AnthropicProvider
 from app.providers.base import Completion, Provider, StreamChunk, UpstreamCall, Usage
+from app.providers.http import HTTPBackend
 from app.providers.openai_compat import OpenAICompatProvider
 from app.providers.simulated import SimulatedProvider
 
@@ -21,7 +22,7 @@ class RemoteSimulatedProvider:
     config) answers with that deployment's speeds and faults.
     """
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(self, client: HTTPBackend | httpx.AsyncClient, base_url: str) -> None:
         self._http = OpenAICompatProvider(client)
         self._base_url = base_url.rstrip("/")
         # deployment id -> (catalog deployment, its remote twin); rebuilt after a reload.
@@ -49,7 +50,9 @@ class RemoteSimulatedProvider:
 class ProviderRegistry:
     """One adapter instance per provider kind, sharing the process's pooled HTTP client."""
 
-    def __init__(self, client: httpx.AsyncClient, simulated_base_url: str | None = None) -> None:
+    def __init__(
+        self, client: HTTPBackend | httpx.AsyncClient, simulated_base_url: str | None = None
+    ) -> None:
         simulated: Provider = (
             RemoteSimulatedProvider(client, simulated_base_url)
             if simulated_base_url

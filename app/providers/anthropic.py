@@ -3,7 +3,7 @@
 Requests are translated by :mod:`app.providers.anthropic_request`, answers, stream events
 and errors by :mod:`app.providers.anthropic_response`; this module does the HTTP: the
 ``x-api-key`` and ``anthropic-version`` headers, timeouts, SSE framing, and the mapping of
-transport failures. It shares the process's pooled httpx client with the other adapters.
+transport failures. It shares the process's pooled HTTP backend with the other adapters.
 
 Prompt caching is opt-in: ``prompt_cache: true`` on a deployment, or
 ``UpstreamCall.prompt_cache`` per request (which wins), adds ``cache_control`` breakpoints
@@ -36,6 +36,7 @@ from app.providers.anthropic_response import (
     usage_from_anthropic,
 )
 from app.providers.base import Completion, StreamChunk, UpstreamCall, Usage
+from app.providers.http import HTTPBackend, Timeouts, TransportError, as_backend
 from app.providers.openai_compat import map_transport_error
 
 
@@ -73,19 +74,10 @@ def _sse_data(event: bytes) -> bytes | None:
 
 
 class AnthropicProvider:
-    """Talks to the Anthropic Messages API through the shared, pooled httpx client."""
+    """Talks to the Anthropic Messages API through the process's pooled HTTP backend."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    def _timeout(self, call: UpstreamCall, *, stream: bool) -> httpx.Timeout:
-        read = call.first_token_timeout_s if stream else call.total_timeout_s
-        return httpx.Timeout(
-            connect=call.connect_timeout_s,
-            read=read,
-            write=call.connect_timeout_s,
-            pool=call.connect_timeout_s,
-        )
+    def __init__(self, http: HTTPBackend | httpx.AsyncClient) -> None:
+        self._http = as_backend(http)
 
     def _payload(self, call: UpstreamCall, *, stream: bool) -> bytes:
         dep = call.deployment
@@ -111,24 +103,24 @@ class AnthropicProvider:
         content = self._payload(call, stream=False)
         start = time.perf_counter()
         try:
-            response = await self._client.post(
+            response = await self._http.post(
                 messages_url(dep.base_url),
-                content=content,
-                headers=anthropic_headers(call),
-                timeout=self._timeout(call, stream=False),
+                content,
+                anthropic_headers(call),
+                Timeouts(call.connect_timeout_s, call.total_timeout_s),
             )
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise map_transport_error(exc, dep.id, started=True) from exc
         elapsed = time.perf_counter() - start
-        if response.status_code >= 400:
+        if response.status >= 400:
             raise anthropic_error(
                 dep.id,
-                response.status_code,
-                _redacted(response.content, call),
+                response.status,
+                _redacted(response.body, call),
                 response.headers.get("retry-after"),
             )
         try:
-            message: Any = orjson.loads(response.content)
+            message: Any = orjson.loads(response.body)
         except orjson.JSONDecodeError as exc:
             raise UpstreamInvalidResponseError(
                 f"deployment {dep.id} returned a body that is not JSON", deployment=dep.id
@@ -144,65 +136,57 @@ class AnthropicProvider:
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamChunk]:
         dep = call.deployment
-        request = self._client.build_request(
-            "POST",
-            messages_url(dep.base_url),
-            content=self._payload(call, stream=True),
-            headers=anthropic_headers(call),
-            timeout=self._timeout(call, stream=True),
-        )
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, dep.id, started=False) from exc
         translator = StreamTranslator(dep.id, dep.upstream_model)
         started = False
         try:
-            if response.status_code >= 400:
-                body = await response.aread()
-                raise anthropic_error(
-                    dep.id,
-                    response.status_code,
-                    _redacted(body, call),
-                    response.headers.get("retry-after"),
-                )
-            buffer = b""
-            async for raw in response.aiter_bytes():
-                buffer += raw
-                if b"\r" in buffer:
-                    buffer = buffer.replace(b"\r\n", b"\n")
-                while not translator.stopped:
-                    cut = buffer.find(b"\n\n")
-                    if cut < 0:
+            async with self._http.stream(
+                messages_url(dep.base_url),
+                self._payload(call, stream=True),
+                anthropic_headers(call),
+                Timeouts(call.connect_timeout_s, call.first_token_timeout_s),
+            ) as response:
+                if response.status >= 400:
+                    raise anthropic_error(
+                        dep.id,
+                        response.status,
+                        _redacted(await response.read(), call),
+                        response.headers.get("retry-after"),
+                    )
+                buffer = b""
+                async for raw in response.chunks():
+                    buffer += raw
+                    if b"\r" in buffer:
+                        buffer = buffer.replace(b"\r\n", b"\n")
+                    while not translator.stopped:
+                        cut = buffer.find(b"\n\n")
+                        if cut < 0:
+                            break
+                        data = _sse_data(buffer[:cut])
+                        buffer = buffer[cut + 2 :]
+                        if data is None:
+                            continue
+                        try:
+                            event = orjson.loads(data)
+                        except orjson.JSONDecodeError as exc:
+                            raise UpstreamInvalidResponseError(
+                                f"deployment {dep.id} sent a stream event that is not JSON",
+                                deployment=dep.id,
+                            ) from exc
+                        if not isinstance(event, dict):
+                            continue
+                        chunk = translator.feed(event)
+                        if chunk is not None:
+                            started = started or chunk.content
+                            yield chunk
+                    if translator.stopped:
                         break
-                    data = _sse_data(buffer[:cut])
-                    buffer = buffer[cut + 2 :]
-                    if data is None:
-                        continue
-                    try:
-                        event = orjson.loads(data)
-                    except orjson.JSONDecodeError as exc:
-                        raise UpstreamInvalidResponseError(
-                            f"deployment {dep.id} sent a stream event that is not JSON",
-                            deployment=dep.id,
-                        ) from exc
-                    if not isinstance(event, dict):
-                        continue
-                    chunk = translator.feed(event)
-                    if chunk is not None:
-                        started = started or chunk.content
-                        yield chunk
-                if translator.stopped:
-                    break
-            if not translator.stopped:
-                raise UpstreamConnectionError(
-                    f"deployment {dep.id} ended the stream without message_stop",
-                    deployment=dep.id,
-                )
-        except httpx.HTTPError as exc:
+                if not translator.stopped:
+                    raise UpstreamConnectionError(
+                        f"deployment {dep.id} ended the stream without message_stop",
+                        deployment=dep.id,
+                    )
+        except TransportError as exc:
             raise map_transport_error(exc, dep.id, started=started) from exc
-        finally:
-            await response.aclose()
 
     async def aclose(self) -> None:
-        """The shared client is closed by its owner (the app's lifespan)."""
+        """The shared backend is closed by its owner (the app's lifespan)."""

@@ -94,13 +94,13 @@ class _AiohttpStream:
         try:
             async for data in self._response.content.iter_any():
                 yield data
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_error(exc, True) from exc
 
     async def read(self) -> bytes:
         try:
             return await self._response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_error(exc, True) from exc
 
 
@@ -125,7 +125,9 @@ class AiohttpBackend:
     @staticmethod
     def _timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(
-            total=None, connect=timeouts.connect, sock_connect=timeouts.connect,
+            total=None,
+            connect=timeouts.connect,
+            sock_connect=timeouts.connect,
             sock_read=timeouts.read,
         )
 
@@ -134,12 +136,15 @@ class AiohttpBackend:
     ) -> RawResponse:
         try:
             async with self._client().post(
-                url, data=body, headers=headers, timeout=self._timeout(timeouts),
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout(timeouts),
                 allow_redirects=False,
             ) as response:
                 data = await response.read()
                 return RawResponse(response.status, response.headers, data)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_error(exc, False) from exc
 
     @asynccontextmanager
@@ -148,10 +153,13 @@ class AiohttpBackend:
     ) -> AsyncIterator[RawStream]:
         try:
             response = await self._client().post(
-                url, data=body, headers=headers, timeout=self._timeout(timeouts),
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout(timeouts),
                 allow_redirects=False,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_error(exc, False) from exc
         try:
             yield _AiohttpStream(response)
@@ -187,7 +195,7 @@ class _HttpxStream:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for data in self._response.aiter_raw():
+            async for data in self._response.aiter_bytes():
                 yield data
         except httpx.HTTPError as exc:
             raise _httpx_error(exc) from exc
@@ -203,12 +211,15 @@ class HttpxBackend:
     """A pooled httpx client (respx can mock it)."""
 
     def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self._owned = client is None
         self._client = client or httpx.AsyncClient()
 
     @staticmethod
     def _timeout(timeouts: Timeouts) -> httpx.Timeout:
         return httpx.Timeout(
-            connect=timeouts.connect, read=timeouts.read, write=timeouts.connect,
+            connect=timeouts.connect,
+            read=timeouts.read,
+            write=timeouts.connect,
             pool=timeouts.connect,
         )
 
@@ -240,14 +251,24 @@ class HttpxBackend:
             await response.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._owned:
+            await self._client.aclose()
 
 
 def make_backend(kind: str, max_connections: int) -> HTTPBackend:
-    """``aiohttp`` (default) or ``httpx``."""
+    """``aiohttp`` (default) or ``httpx``; the backend owns its pool."""
     if kind == "httpx":
+        backend = HttpxBackend()
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        return HttpxBackend(httpx.AsyncClient(limits=limits))
+        backend._client = httpx.AsyncClient(limits=limits)
+        return backend
     return AiohttpBackend(max_connections=max_connections)
+
+
+def as_backend(http: HTTPBackend | httpx.AsyncClient) -> HTTPBackend:
+    """Adapters accept a backend, or a bare httpx client (tests mock it with respx)."""
+    if isinstance(http, httpx.AsyncClient):
+        return HttpxBackend(http)
+    return http

@@ -30,6 +30,13 @@ from app.providers.base import (
     error_from_status,
     upstream_message,
 )
+from app.providers.http import (
+    HTTPBackend,
+    Timeouts,
+    TransportError,
+    TransportTimeout,
+    as_backend,
+)
 
 _DONE = b"[DONE]"
 
@@ -43,15 +50,15 @@ def upstream_headers(call: UpstreamCall) -> dict[str, str]:
     return headers
 
 
-def map_transport_error(exc: httpx.HTTPError, deployment: str, *, started: bool) -> UpstreamError:
-    """Translate an httpx failure to the gateway's tree (the message never holds the key)."""
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+def map_transport_error(exc: TransportError, deployment: str, *, started: bool) -> UpstreamError:
+    """Translate a transport failure to the gateway's tree (the message never holds the key)."""
+    if isinstance(exc, TransportTimeout) and exc.phase == "connect":
         return UpstreamTimeoutError(
             f"connecting to deployment {deployment} timed out",
             reason="timeout_connect",
             deployment=deployment,
         )
-    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+    if isinstance(exc, TransportTimeout):
         reason = "timeout_total" if started else "timeout_first_token"
         return UpstreamTimeoutError(
             f"deployment {deployment} did not answer in time ({reason})",
@@ -59,25 +66,16 @@ def map_transport_error(exc: httpx.HTTPError, deployment: str, *, started: bool)
             deployment=deployment,
         )
     return UpstreamConnectionError(
-        f"connection to deployment {deployment} failed: {type(exc).__name__}",
+        f"connection to deployment {deployment} failed: {exc}",
         deployment=deployment,
     )
 
 
 class OpenAICompatProvider:
-    """Talks to OpenAI-compatible upstreams through one shared, pooled httpx client."""
+    """Talks to OpenAI-compatible upstreams through the process's pooled HTTP backend."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    def _timeout(self, call: UpstreamCall, *, stream: bool) -> httpx.Timeout:
-        read = call.first_token_timeout_s if stream else call.total_timeout_s
-        return httpx.Timeout(
-            connect=call.connect_timeout_s,
-            read=read,
-            write=call.connect_timeout_s,
-            pool=call.connect_timeout_s,
-        )
+    def __init__(self, http: HTTPBackend | httpx.AsyncClient) -> None:
+        self._http = as_backend(http)
 
     def _payload(self, call: UpstreamCall, *, stream: bool) -> bytes:
         body = dict(call.body)
@@ -94,24 +92,23 @@ class OpenAICompatProvider:
 
     async def complete(self, call: UpstreamCall) -> Completion:
         dep = call.deployment
-        url = f"{dep.base_url}/chat/completions"
         start = time.perf_counter()
         try:
-            response = await self._client.post(
-                url,
-                content=self._payload(call, stream=False),
-                headers=upstream_headers(call),
-                timeout=self._timeout(call, stream=False),
+            response = await self._http.post(
+                f"{dep.base_url}/chat/completions",
+                self._payload(call, stream=False),
+                upstream_headers(call),
+                Timeouts(call.connect_timeout_s, call.total_timeout_s),
             )
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise map_transport_error(exc, dep.id, started=True) from exc
         elapsed = time.perf_counter() - start
-        if response.status_code >= 400:
+        if response.status >= 400:
             raise error_from_status(
-                dep.id, response.status_code, response.content, response.headers.get("retry-after")
+                dep.id, response.status, response.body, response.headers.get("retry-after")
             )
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(response.body)
         except orjson.JSONDecodeError as exc:
             raise UpstreamInvalidResponseError(
                 f"deployment {dep.id} returned a body that is not JSON", deployment=dep.id
@@ -127,57 +124,51 @@ class OpenAICompatProvider:
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamChunk]:
         dep = call.deployment
-        url = f"{dep.base_url}/chat/completions"
         started = False
-        request = self._client.build_request(
-            "POST",
-            url,
-            content=self._payload(call, stream=True),
-            headers=upstream_headers(call),
-            timeout=self._timeout(call, stream=True),
-        )
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, dep.id, started=False) from exc
-        try:
-            if response.status_code >= 400:
-                body = await response.aread()
-                raise error_from_status(
-                    dep.id, response.status_code, body, response.headers.get("retry-after")
-                )
-            buffer = b""
-            done = False
-            async for raw in response.aiter_bytes():
-                buffer += raw
-                while True:
-                    cut = buffer.find(b"\n\n")
-                    if cut < 0:
-                        break
-                    event, buffer = buffer[:cut], buffer[cut + 2 :]
-                    for line in event.replace(b"\r", b"").split(b"\n"):
-                        if not line.startswith(b"data:"):
-                            continue
-                        payload = line[5:].strip()
-                        if payload == _DONE:
-                            done = True
+            async with self._http.stream(
+                f"{dep.base_url}/chat/completions",
+                self._payload(call, stream=True),
+                upstream_headers(call),
+                Timeouts(call.connect_timeout_s, call.first_token_timeout_s),
+            ) as response:
+                if response.status >= 400:
+                    raise error_from_status(
+                        dep.id,
+                        response.status,
+                        await response.read(),
+                        response.headers.get("retry-after"),
+                    )
+                buffer = b""
+                done = False
+                async for raw in response.chunks():
+                    buffer += raw
+                    while True:
+                        cut = buffer.find(b"\n\n")
+                        if cut < 0:
                             break
-                        chunk = self._chunk(payload, dep.id, first=not started)
-                        if chunk.content:
-                            started = True
-                        yield chunk
+                        event, buffer = buffer[:cut], buffer[cut + 2 :]
+                        for line in event.replace(b"\r", b"").split(b"\n"):
+                            if not line.startswith(b"data:"):
+                                continue
+                            payload = line[5:].strip()
+                            if payload == _DONE:
+                                done = True
+                                break
+                            chunk = self._chunk(payload, dep.id, first=not started)
+                            if chunk.content:
+                                started = True
+                            yield chunk
+                        if done:
+                            break
                     if done:
                         break
-                if done:
-                    break
-            if not done:
-                raise UpstreamConnectionError(
-                    f"deployment {dep.id} ended the stream without [DONE]", deployment=dep.id
-                )
-        except httpx.HTTPError as exc:
+                if not done:
+                    raise UpstreamConnectionError(
+                        f"deployment {dep.id} ended the stream without [DONE]", deployment=dep.id
+                    )
+        except TransportError as exc:
             raise map_transport_error(exc, dep.id, started=started) from exc
-        finally:
-            await response.aclose()
 
     def _chunk(self, payload: bytes, deployment: str, *, first: bool) -> StreamChunk:
         """Read only what the gateway needs from a chunk; keep its bytes for the client."""
@@ -215,4 +206,4 @@ class OpenAICompatProvider:
         )
 
     async def aclose(self) -> None:
-        """The shared client is closed by its owner (the app's lifespan)."""
+        """The shared backend is closed by its owner (the app's lifespan)."""

@@ -20,13 +20,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from app.auth.config import hash_key
 from tests.support.procs import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,21 +94,43 @@ def bench_config(upstream: str, features: str, redis_url: str | None) -> dict[st
             "bench-big": {"quality": 60, "context_window": 128000, "capabilities": ["json"]},
         },
         "deployments": {
-            "bench-small@sim": {"kind": "openai_compat", "base_url": upstream,
-                                "upstream_model": "bench", "price": {"input": 0.1, "output": 0.4},
-                                "ttft_s": 0.2, "decode_tps": 500},
-            "bench-big@sim": {"kind": "openai_compat", "base_url": upstream,
-                              "upstream_model": "bench", "price": {"input": 3, "output": 15},
-                              "ttft_s": 0.5, "decode_tps": 100},
+            "bench-small@sim": {
+                "kind": "openai_compat",
+                "base_url": upstream,
+                "upstream_model": "bench",
+                "price": {"input": 0.1, "output": 0.4},
+                "ttft_s": 0.2,
+                "decode_tps": 500,
+            },
+            "bench-big@sim": {
+                "kind": "openai_compat",
+                "base_url": upstream,
+                "upstream_model": "bench",
+                "price": {"input": 3, "output": 15},
+                "ttft_s": 0.5,
+                "decode_tps": 100,
+            },
         },
     }
+    if features == "full":
+        # Auth on with budget and rate-limit accounting (limits far above what the run uses).
+        config["auth"] = {"keys": {"bench": {
+            "hash": hash_key(BENCH_KEY),
+            "budget": {"daily_usd": 1e6, "monthly_usd": 1e7},
+            "rate_limit": {"requests_per_minute": 10_000_000, "tokens_per_minute": 10**10},
+        }}}
+    else:
+        config["auth"] = {"enabled": False}
     return config
 
 
 def start(args: list[str], env: dict[str, str], health: str, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", *args], cwd=ROOT, env={**os.environ, **env},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     wait_http(health, proc=proc)
     return proc
@@ -127,16 +149,29 @@ def load(url: str, body: dict[str, Any], n: int, concurrency: int, tmp: Path) ->
     body_file = tmp / "body.json"
     body_file.write_text(json.dumps(body, separators=(",", ":")))
     out = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.loadgen", url, str(body_file), str(n),
-         str(concurrency), "60"],
-        cwd=ROOT, capture_output=True, check=True, env={**os.environ, "BENCH_KEY": BENCH_KEY},
+        [
+            sys.executable,
+            "-m",
+            "tests.benchmarks.loadgen",
+            url,
+            str(body_file),
+            str(n),
+            str(concurrency),
+            "60",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        env={**os.environ, "BENCH_KEY": BENCH_KEY},
     )
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
@@ -157,8 +192,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pareto-bench-"))
     sim_port, gw_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{sim_port}/v1"
-    sim = start(["simulate", "--port", str(sim_port), "--instant", "--output-tokens", "256"], {},
-                f"http://127.0.0.1:{sim_port}/healthz", tmp / "sim.log")
+    sim = start(
+        ["simulate", "--port", str(sim_port), "--instant", "--output-tokens", "256"],
+        {},
+        f"http://127.0.0.1:{sim_port}/healthz",
+        tmp / "sim.log",
+    )
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     config = bench_config(upstream, args.features, redis_url)
     cfg_path = tmp / "bench.yaml"
@@ -166,8 +205,20 @@ def main() -> None:
     env = {"PARETO_LOG_LEVEL": "warning", "PARETO_WATCH_CONFIG": "false"}
     if args.features == "full":
         env["PARETO_REDIS_URL"] = redis_url
-    gw = start(["serve", "--config", str(cfg_path), "--port", str(gw_port), "--workers",
-                str(args.workers)], env, f"http://127.0.0.1:{gw_port}/healthz", tmp / "gw.log")
+    gw = start(
+        [
+            "serve",
+            "--config",
+            str(cfg_path),
+            "--port",
+            str(gw_port),
+            "--workers",
+            str(args.workers),
+        ],
+        env,
+        f"http://127.0.0.1:{gw_port}/healthz",
+        tmp / "gw.log",
+    )
     results: dict[str, list[dict[str, float]]] = {}
     try:
         direct_url = f"{upstream}/chat/completions"
@@ -179,18 +230,23 @@ def main() -> None:
         rss_start = sum(rss_mb(p) for p in tree_pids(gw.pid)[1:] or [gw.pid])
         for rep in range(args.repeats):
             for sc in scenarios:
-                direct = load(direct_url, request_body(sc, "bench"), sc.requests, sc.concurrency, tmp)
+                direct = load(
+                    direct_url, request_body(sc, "bench"), sc.requests, sc.concurrency, tmp
+                )
                 pids = tree_pids(gw.pid)
                 cpu0 = cpu_seconds(pids)
                 via = load(via_url, request_body(sc, args.model), sc.requests, sc.concurrency, tmp)
                 cpu = cpu_seconds(pids) - cpu0
                 n_via = len(via["latencies"])
                 row = {
-                    "added_p50_ms": (pct(via["latencies"], 50) - pct(direct["latencies"], 50)) * 1e3,
-                    "added_p99_ms": (pct(via["latencies"], 99) - pct(direct["latencies"], 99)) * 1e3,
+                    "added_p50_ms": (pct(via["latencies"], 50) - pct(direct["latencies"], 50))
+                    * 1e3,
+                    "added_p99_ms": (pct(via["latencies"], 99) - pct(direct["latencies"], 99))
+                    * 1e3,
                     "direct_p50_ms": pct(direct["latencies"], 50) * 1e3,
                     "via_p50_ms": pct(via["latencies"], 50) * 1e3,
-                    "throughput_ratio": (n_via / via["wall_s"]) / (len(direct["latencies"]) / direct["wall_s"]),
+                    "throughput_ratio": (n_via / via["wall_s"])
+                    / (len(direct["latencies"]) / direct["wall_s"]),
                     "direct_rps": len(direct["latencies"]) / direct["wall_s"],
                     "via_rps": n_via / via["wall_s"],
                     "gateway_cpu_ms_per_req": cpu * 1e3 / max(n_via, 1),
@@ -198,22 +254,40 @@ def main() -> None:
                     "errors": via["errors"] + direct["errors"],
                 }
                 if sc.stream:
-                    row["added_ttft_p50_ms"] = (pct(via["ttfts"], 50) - pct(direct["ttfts"], 50)) * 1e3
-                    row["added_ttft_p99_ms"] = (pct(via["ttfts"], 99) - pct(direct["ttfts"], 99)) * 1e3
+                    row["added_ttft_p50_ms"] = (
+                        pct(via["ttfts"], 50) - pct(direct["ttfts"], 50)
+                    ) * 1e3
+                    row["added_ttft_p99_ms"] = (
+                        pct(via["ttfts"], 99) - pct(direct["ttfts"], 99)
+                    ) * 1e3
                 results.setdefault(sc.name, []).append(row)
-                print(f"rep {rep + 1} {sc.name:14s} " + " ".join(
-                    f"{k}={v:.3f}" for k, v in row.items()), flush=True)
+                print(
+                    f"rep {rep + 1} {sc.name:14s} "
+                    + " ".join(f"{k}={v:.3f}" for k, v in row.items()),
+                    flush=True,
+                )
         rss_end = sum(rss_mb(p) for p in tree_pids(gw.pid)[1:] or [gw.pid])
     finally:
         stop(gw)
         stop(sim)
     workers = max(1, args.workers)
-    print(f"\nGateway: {args.workers} worker(s), features={args.features}, model={args.model}; "
-          f"RSS per worker {rss_start / workers:.1f} MB at start of measurement, "
-          f"{rss_end / workers:.1f} MB at end\n")
-    keys = ["added_p50_ms", "added_p99_ms", "added_ttft_p50_ms", "added_ttft_p99_ms",
-            "throughput_ratio", "gateway_cpu_ms_per_req", "loadgen_cpu_share", "direct_rps",
-            "via_rps", "errors"]
+    print(
+        f"\nGateway: {args.workers} worker(s), features={args.features}, model={args.model}; "
+        f"RSS per worker {rss_start / workers:.1f} MB at start of measurement, "
+        f"{rss_end / workers:.1f} MB at end\n"
+    )
+    keys = [
+        "added_p50_ms",
+        "added_p99_ms",
+        "added_ttft_p50_ms",
+        "added_ttft_p99_ms",
+        "throughput_ratio",
+        "gateway_cpu_ms_per_req",
+        "loadgen_cpu_share",
+        "direct_rps",
+        "via_rps",
+        "errors",
+    ]
     header = f"{'scenario':15s}" + "".join(f"{k:>26s}" for k in keys)
     print(header)
     summary: dict[str, dict[str, list[float]]] = {}
@@ -230,9 +304,12 @@ def main() -> None:
             line += f"{f'{med:.3f} [{min(vals):.2f},{max(vals):.2f}]':>26s}"
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"summary": summary, "rss_mb_per_worker": [rss_start / workers, rss_end / workers]},
-            indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"summary": summary, "rss_mb_per_worker": [rss_start / workers, rss_end / workers]},
+                indent=2,
+            )
+        )
 
 
 def request_body(sc: Scenario, model: str) -> dict[str, Any]:

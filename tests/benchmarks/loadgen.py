@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 _CONTENT = b'"delta":{"content":"'
 
 
-async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes,
-               stream: bool) -> tuple[float, float | None, int]:
+async def _one(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, stream: bool
+) -> tuple[float, float | None, int]:
     start = time.perf_counter()
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")

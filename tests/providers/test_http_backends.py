@@ -9,8 +9,8 @@ import pytest
 
 from app.providers.http import (
     AiohttpBackend,
-    HttpxBackend,
     HTTPBackend,
+    HttpxBackend,
     Timeouts,
     TransportError,
     TransportTimeout,
@@ -63,7 +63,8 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 def ok_json(writer: asyncio.StreamWriter, body: bytes, status: int = 200) -> None:
     writer.write(
         f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nRetry-After: 3\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
     )
 
 
