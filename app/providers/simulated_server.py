@@ -8,6 +8,7 @@ name or deployment id); any other model name gets the default profile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -34,6 +35,10 @@ class SimulatorApp:
         self._default = default
         self._profiles = profiles or {}
         self._llms: dict[str, SimulatedLLM] = {}
+        # Requests being answered right now, and those the client dropped (GET /stats):
+        # what tests read to prove a gateway released its upstream connections.
+        self.active = 0
+        self.disconnects = 0
 
     @classmethod
     def from_catalog(cls, catalog: Catalog | None, default: Profile) -> SimulatorApp:
@@ -74,13 +79,16 @@ class SimulatorApp:
                 body += message.get("body", b"")
                 if not message.get("more_body"):
                     break
-            await self._chat(body, send)
+            await self._serve_chat(body, receive, send)
         elif path.endswith("/models"):
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "sim"}
                 for m in sorted(self._profiles)
             ]
             await _respond(send, 200, orjson.dumps({"object": "list", "data": data}))
+        elif path == "/stats":
+            stats = {"active": self.active, "disconnects": self.disconnects}
+            await _respond(send, 200, orjson.dumps(stats))
         elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}')
         else:
@@ -89,6 +97,24 @@ class SimulatorApp:
                 404,
                 error_body("not found", "invalid_request_error"),
             )
+
+    async def _serve_chat(self, raw: bytes, receive: Receive, send: Send) -> None:
+        """Answer, and stop answering as soon as the client goes away (like a real upstream)."""
+        self.active += 1
+        try:
+            chat = asyncio.ensure_future(self._chat(raw, send))
+            gone = asyncio.ensure_future(_disconnected(receive))
+            await asyncio.wait({chat, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not chat.done():
+                self.disconnects += 1
+                chat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await chat
+                return
+            gone.cancel()
+            await chat
+        finally:
+            self.active -= 1
 
     async def _chat(self, raw: bytes, send: Send) -> None:
         try:
@@ -147,6 +173,11 @@ class SimulatorApp:
         await send(
             {"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False}
         )
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _pause(deadline: float) -> None:
