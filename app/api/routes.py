@@ -200,6 +200,14 @@ async def readyz(request: Request) -> Response:
         except Exception as exc:  # noqa: BLE001 - any Redis failure means not ready
             checks["redis"] = f"unreachable: {type(exc).__name__}"
             ready = False
+    sessions = state.gateway.sessions.status()
+    if sessions is None:
+        checks["sessions"] = "off"
+    else:
+        # Never a reason to be unready: requests are served without Redis (local store).
+        checks["sessions"] = (
+            f"{sessions.backend} (degraded: local store)" if sessions.degraded else sessions.backend
+        )
     return Response(
         orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
         status_code=200 if ready else 503,

@@ -111,9 +111,12 @@ def test_redis_killed_mid_run_fails_no_request_and_stickiness_returns(tmp_path: 
                 replies.append(before.say(gw.url))
                 replies.append(during.say(gw.url))
 
+            outage_check = httpx.get(f"{gw.url}/readyz").json()["checks"]["sessions"]
+
             server.start()
             after = Conversation("After", "s-after")
             resumed = [after.say(gw.url) for _ in range(3)]
+            resumed_check = httpx.get(f"{gw.url}/readyz").json()["checks"]["sessions"]
             resumed.append(before.say(gw.url))  # Redis lost it in the restart: copied back
             keys_after = store.dbsize()
             store.close()
@@ -125,6 +128,8 @@ def test_redis_killed_mid_run_fails_no_request_and_stickiness_returns(tmp_path: 
     assert sticky == ["sticky", "new"] + ["sticky"] * 6
     assert [r.headers["x-pareto-session"] for r in resumed] == ["new", "sticky", "sticky", "sticky"]
     assert keys_after >= 1  # sessions are written to Redis again
+    assert outage_check == "redis (degraded: local store)"
+    assert resumed_check == "redis"
     events = [orjson.loads(x).get("event") for x in log.splitlines() if x.startswith("{")]
     assert events.count("session_store_degraded") == 1
     assert events.count("session_store_recovered") == 1
