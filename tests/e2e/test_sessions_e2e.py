@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ def test_redis_killed_mid_run_fails_no_request_and_stickiness_returns(tmp_path: 
             outage_check = httpx.get(f"{gw.url}/readyz").json()["checks"]["sessions"]
 
             server.start()
+            time.sleep(0.3)  # past PARETO_SESSION_REDIS_RETRY_S: the next request probes Redis
             after = Conversation("After", "s-after")
             resumed = [after.say(gw.url) for _ in range(3)]
             resumed_check = httpx.get(f"{gw.url}/readyz").json()["checks"]["sessions"]
