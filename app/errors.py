@@ -19,6 +19,9 @@ with ``raise ... from exc``; nothing else reaches the client.
     ├── PermissionDeniedError          403  model_not_allowed
     ├── BudgetExceededError            402  budget_exceeded
     ├── RateLimitExceededError         429  rate_limit_exceeded     (the gateway's own limit)
+    ├── LimitsUnavailableError         503  limits_unavailable      (Redis down: fail closed)
+    ├── KeyConflictError               409  key_exists / static_key (admin: /admin/keys)
+    ├── KeyNotFoundError               404  key_not_found           (admin: /admin/keys)
     ├── AllDeploymentsFailedError      503 / 429                    (every attempt failed)
     └── UpstreamError                  an attempt at a deployment failed; carries
         │                              ``fallback_reason`` (closed vocabulary, see below)
@@ -190,6 +193,27 @@ class RateLimitExceededError(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class LimitsUnavailableError(GatewayError):
+    """The rate-limit / budget store cannot be reached; limits fail closed (real money)."""
+
+    status = 503
+    type = "server_error"
+    code = "limits_unavailable"
+    retryable = True
+
+
+class KeyConflictError(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "key_exists"
+
+
+class KeyNotFoundError(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "key_not_found"
 
 
 class AllDeploymentsFailedError(GatewayError):

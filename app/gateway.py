@@ -15,6 +15,7 @@ import orjson
 
 from app.auth.access import allowed_models
 from app.auth.config import ApiKey
+from app.auth.guard import Ticket
 from app.cascade.driver import Accepted, BodyFor, CascadeDriver, cascade_headers, note_served
 from app.cascade.replay import completion_events
 from app.catalog.model import Catalog, Deployment, Policy
@@ -57,6 +58,7 @@ class RequestContext:
     session: SessionLookup | None = None
     api_key: ApiKey | None = None  # the caller's gateway key; None = auth is off
     walk: Walk = field(init=False)
+    ticket: Ticket | None = None  # the key's budget / rate-limit claim (app.auth.guard)
 
 
 def cost_usd(deployment: Deployment, usage: Usage) -> float:
@@ -210,6 +212,7 @@ class Gateway:
                 raise
         ctx.session = await self.sessions.lookup(body, ctx.headers)
         plan = self.plan(catalog, body, ctx)
+        await self._hold(ctx, plan)
         rec = ctx.record
         rec.router_policy = plan.policy
         rec.quality_floor = plan.quality_floor
@@ -225,6 +228,11 @@ class Gateway:
         except GatewayError as exc:
             self._emit_failure(ctx, exc)
             raise
+
+    async def _hold(self, ctx: RequestContext, plan: RoutePlan) -> None:
+        """Hold the plan's estimated cost against the key's budget (402 when used up)."""
+        if ctx.ticket is not None:
+            await ctx.ticket.hold(plan.primary.est_cost_usd)
 
     def _emit_failure(self, ctx: RequestContext, exc: GatewayError) -> None:
         rec = ctx.record
@@ -257,6 +265,7 @@ class Gateway:
             return self._render_completion(
                 outcome.plan, outcome.entry, body, outcome.completion, ctx, stream=stream
             )
+        await self._hold(ctx, outcome.plan)
         if stream:
             return await self._stream(outcome.plan, body, upstream_body, ctx)
         return await self._complete(outcome.plan, body, upstream_body, ctx)
@@ -270,6 +279,7 @@ class Gateway:
         self, plan: RoutePlan, body_for: BodyFor, ctx: RequestContext
     ) -> tuple[PlanEntry, Completion]:
         """The reliability walk over a tier's plan (retries, timeouts, breakers, failover)."""
+        await self._hold(ctx, plan)
         return await self.failover.complete(plan.entries, {}, ctx.walk, body_for=body_for)
 
     def completion_cost(

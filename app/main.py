@@ -10,9 +10,11 @@ import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI
 
+from app.api.admin import router as admin_router
 from app.api.errors import install_error_handlers
 from app.api.routes import router
-from app.auth import Authenticator, AuthMiddleware, log_auth_state
+from app.auth import AuthMiddleware, log_auth_state
+from app.auth.setup import install_auth
 from app.catalog import Catalog, load_catalog, log_disabled
 from app.catalog.reload import Reloader
 from app.feedback import build_feedback
@@ -58,12 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gateway.sessions = build_sessions(settings, redis)
         gateway.failover.breakers = build_breakers(settings, redis)
         gateway.feedback = build_feedback(settings, redis)
-        app.state.authenticator = Authenticator(lambda: gateway.catalog.auth, None)
-        log_auth_state(catalog.auth, str(settings.config))
+        install_auth(app.state, lambda: gateway.catalog.auth, settings, redis)
 
         def apply(new: Catalog) -> None:
             gateway.swap_catalog(new)
-            log_auth_state(new.auth, str(settings.config))
+            log_auth_state(new.auth, str(settings.config), shared=redis is not None)
 
         reloader = Reloader(settings.config, apply)
         app.state.reloader = reloader
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(admin_router)
     app.add_middleware(AuthMiddleware)
     return app
 

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
         "this URL (e.g. http://upstream:9000/v1) instead of in-process",
     )
     admin_key: str | None = Field(default=None, description="Bearer key for /admin endpoints")
+    auth_key_prefix: str = Field(
+        default="pareto:auth:", description="Redis prefix for run-time keys, limits, budgets"
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -116,13 +116,19 @@ async def chat_completions(request: Request) -> Response:
         ),
         api_key=api_key,
     )
-    result = await gateway.handle_chat(body, ctx)
+    ticket = ctx.ticket = await request.app.state.guard.admit(api_key, body)
+    try:
+        result = await gateway.handle_chat(body, ctx)
+    except BaseException:
+        await ticket.settle(ctx.record)
+        raise
     if result.stream is not None:
         return StreamingResponse(
-            result.stream,
+            ticket.settle_after(result.stream, ctx.record),
             media_type="text/event-stream",
             headers={**_SSE_HEADERS, **result.headers},
         )
+    await ticket.settle(ctx.record)
     return Response(
         result.body,
         status_code=result.status,

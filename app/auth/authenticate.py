@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 import structlog
+from redis.exceptions import RedisError
 
 from app.auth.config import ApiKey, AuthConfig, hash_key
-from app.errors import AuthenticationError
+from app.errors import AuthenticationError, LimitsUnavailableError
 
 log = structlog.get_logger("pareto.auth")
 
@@ -57,7 +58,14 @@ class Authenticator:
         key_hash = hash_key(match.group(1))
         key = config.by_hash.get(key_hash)
         if key is None and self._store is not None:
-            key = await self._store.get(key_hash)
+            try:
+                key = await self._store.get(key_hash)
+            except (TimeoutError, RedisError, OSError) as exc:
+                raise LimitsUnavailableError(
+                    "the gateway cannot reach its key store (Redis) to check your key; retry "
+                    "shortly",
+                    headers={"retry-after": "1"},
+                ) from exc
         if key is None:
             raise AuthenticationError(
                 "invalid API key: this gateway does not know the key you sent; check it, or "
@@ -73,10 +81,24 @@ class Authenticator:
         return key
 
 
-def log_auth_state(config: AuthConfig, source: str) -> None:
-    """Say loudly when authentication is off: anyone who reaches the port can spend money."""
+def log_auth_state(config: AuthConfig, source: str, *, shared: bool) -> None:
+    """Say loudly when authentication is off: anyone who reaches the port can spend money.
+
+    ``shared`` says whether limits are counted in Redis (all replicas) or per process.
+    """
     if config.enabled:
-        log.info("auth_enabled", config=source, static_keys=len(config.by_name))
+        log.info(
+            "auth_enabled",
+            config=source,
+            static_keys=len(config.by_name),
+            limits="shared (Redis)" if shared else "per process (no Redis)",
+        )
+        if not shared and any(k.has_budget or k.has_rate_limit for k in config.by_name.values()):
+            log.warning(
+                "limits_per_process",
+                message="no PARETO_REDIS_URL: budgets and rate limits are counted by each "
+                "process alone; N replicas allow N times the configured limits",
+            )
     else:
         log.warning(
             "auth_disabled",

@@ -1,0 +1,240 @@
+"""Per-request enforcement of a key's rate limits and budgets.
+
+The request's path through here::
+
+    admit(key, body)   rate limits (requests, prompt tokens)       → 429 + Retry-After
+    ticket.hold(est)   budget: hold the router's cost estimate     → 402 + Retry-After
+    ticket.settle(rec) actual cost replaces the hold; actual tokens are charged
+
+``settle`` runs once the response is complete (for streams, at the last byte or when the
+client goes away) and also when the request failed, so a hold never outlives its request.
+A counter store that cannot be reached fails closed (503): spend is real money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import structlog
+from redis.exceptions import RedisError
+
+from app.auth.config import ApiKey
+from app.auth.ledger import NANO, Ledger, Limits, Periods, Spend, to_nano
+from app.errors import BudgetExceededError, LimitsUnavailableError, RateLimitExceededError
+from app.telemetry.record import Record
+from app.tokens import estimate_messages_tokens
+
+log = structlog.get_logger("pareto.auth")
+
+_NO_SPEND = Spend()
+_STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_LIMIT_WORDS = {
+    "requests_per_minute": "requests per minute",
+    "tokens_per_minute": "tokens per minute",
+}
+
+
+def limits_of(key: ApiKey) -> Limits:
+    return Limits(
+        name=key.name,
+        requests_per_minute=key.requests_per_minute,
+        tokens_per_minute=key.tokens_per_minute,
+        daily_nano=to_nano(key.daily_usd) if key.daily_usd is not None else None,
+        monthly_nano=to_nano(key.monthly_usd) if key.monthly_usd is not None else None,
+    )
+
+
+def _store_down() -> LimitsUnavailableError:
+    return LimitsUnavailableError(
+        "the gateway cannot reach its rate-limit and budget store (Redis) right now, so it "
+        "cannot check your key's limits; retry shortly",
+        headers={"retry-after": "1"},
+    )
+
+
+def _usd(nano: int) -> str:
+    """Dollars for a message: cents for real budgets, more digits for tiny test ones."""
+    usd = nano / NANO
+    if usd >= 1 or usd == 0:
+        return f"${usd:,.2f}"
+    return "$" + f"{usd:.6f}".rstrip("0").rstrip(".")
+
+
+def _duration(seconds: float) -> str:
+    s = max(1, math.ceil(seconds))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+class Ticket:
+    """One request's claim on its key's limits: holds a budget estimate, settles once."""
+
+    __slots__ = (
+        "_guard",
+        "_held",
+        "_key",
+        "_limits",
+        "_periods",
+        "_settled",
+        "_tokens",
+        "day",
+        "month",
+    )
+
+    def __init__(
+        self,
+        guard: Guard | None,
+        key: ApiKey | None,
+        limits: Limits | None,
+        tokens: int,
+        day: Spend = _NO_SPEND,
+        month: Spend = _NO_SPEND,
+    ) -> None:
+        self._guard = guard
+        self._key = key
+        self._limits = limits
+        self._tokens = tokens
+        self._held = 0
+        self._periods: Periods | None = None
+        self._settled = guard is None
+        self.day = day
+        self.month = month
+
+    @property
+    def budget_used(self) -> float | None:
+        """Fraction (0..1+) of the tightest budget already spent or held; None = no budget."""
+        limits = self._limits
+        if limits is None:
+            return None
+        used = [
+            spend.used / limit
+            for spend, limit in ((self.day, limits.daily_nano), (self.month, limits.monthly_nano))
+            if limit
+        ]
+        return max(used) if used else None
+
+    async def hold(self, est_cost_usd: float) -> None:
+        """Hold the estimated cost against the key's budgets; 402 when one is used up.
+
+        Holds add up (a cascade holds each tier it runs); :meth:`settle` releases them all.
+        """
+        guard, key, limits = self._guard, self._key, self._limits
+        if guard is None or key is None or limits is None or not key.has_budget:
+            return
+        now = guard.clock()
+        periods = self._periods or Periods.at(now)
+        amount = to_nano(est_cost_usd)
+        try:
+            verdict = await guard.ledger.hold(limits, amount, periods, now)
+        except _STORE_ERRORS as exc:
+            raise _store_down() from exc
+        if verdict.ok:
+            self._held += amount
+            self._periods = periods
+            return
+        period = verdict.period or "daily"
+        limit = limits.daily_nano if period == "daily" else limits.monthly_nano
+        assert limit is not None
+        reset = periods.day_reset_s if period == "daily" else periods.month_reset_s
+        spend = verdict.spend
+        where = "today (UTC)" if period == "daily" else "this month (UTC)"
+        if spend.spent < limit:
+            # Settled spend is under the limit: requests in flight hold the rest.
+            raise BudgetExceededError(
+                f"the {period} budget of {_usd(limit)} for API key {key.name!r} is fully "
+                f"reserved by requests in flight ({_usd(spend.spent)} spent {where}, "
+                f"{_usd(spend.held)} held); retry in a few seconds",
+                headers={"retry-after": "2"},
+            )
+        raise BudgetExceededError(
+            f"the {period} budget of {_usd(limit)} for API key {key.name!r} is used up "
+            f"({_usd(spend.spent)} spent {where}); it resets in {_duration(reset)} "
+            f"(at 00:00 UTC{'' if period == 'daily' else ' on the 1st'}); ask the admin to "
+            "raise it if you need more",
+            headers={"retry-after": str(max(1, math.ceil(reset)))},
+        )
+
+    async def settle(self, record: Record) -> None:
+        """Charge the actual cost and tokens; release the hold. Runs at most once."""
+        if self._settled:
+            return
+        self._settled = True
+        guard, key, limits = self._guard, self._key, self._limits
+        assert guard is not None and key is not None and limits is not None
+        actual = to_nano(record.cost_usd) if key.has_budget else 0
+        extra = 0
+        if limits.tokens_per_minute:
+            extra = record.input_tokens + record.output_tokens - self._tokens
+        if not (self._held or actual or extra):
+            return
+        now = guard.clock()
+        periods = self._periods or Periods.at(now)
+        try:
+            with anyio.CancelScope(shield=True):
+                await guard.ledger.settle(limits, self._held, actual, extra, periods, now)
+        except _STORE_ERRORS as exc:
+            log.error(
+                "limits_settle_failed",
+                api_key_name=limits.name,
+                request_id=record.request_id,
+                error_type=type(exc).__name__,
+            )
+
+    async def settle_after(
+        self, stream: AsyncIterator[bytes], record: Record
+    ) -> AsyncIterator[bytes]:
+        """Pass a response stream through and settle when it ends, however it ends."""
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+            await self.settle(record)
+
+
+class Guard:
+    """The process's limit checker over one :class:`Ledger` (Redis-shared or in-memory)."""
+
+    def __init__(self, ledger: Ledger, clock: Callable[[], float] = time.time) -> None:
+        self.ledger = ledger
+        self.clock = clock
+
+    async def admit(self, key: ApiKey | None, body: dict[str, Any]) -> Ticket:
+        """Check the key's rate limits for this request; 429 with Retry-After when over."""
+        if key is None or not (key.has_rate_limit or key.has_budget):
+            return Ticket(None, key, None, 0)
+        limits = limits_of(key)
+        tokens = estimate_messages_tokens(body.get("messages") or [])
+        tpm = limits.tokens_per_minute
+        if tpm is not None and tokens > tpm:
+            raise RateLimitExceededError(
+                f"this request has about {tokens} prompt tokens, more than API key "
+                f"{key.name!r} may send in a minute ({tpm} tokens per minute); shorten it or ask "
+                "the admin for a higher limit",
+                code="request_too_large_for_limit",
+            )
+        try:
+            verdict = await self.ledger.admit(limits, tokens, self.clock())
+        except _STORE_ERRORS as exc:
+            raise _store_down() from exc
+        if not verdict.ok:
+            name = verdict.limit or "requests_per_minute"
+            value = getattr(limits, name)
+            retry = max(1, math.ceil(verdict.retry_after_s))
+            raise RateLimitExceededError(
+                f"rate limit reached for API key {key.name!r}: {value} "
+                f"{_LIMIT_WORDS.get(name, name)}; retry in {retry} s",
+                headers={"retry-after": str(retry)},
+            )
+        return Ticket(self, key, limits, tokens, verdict.day, verdict.month)

@@ -1,0 +1,374 @@
+"""Counters behind rate limits and budgets: one atomic step per check, in Redis or in memory.
+
+Rate limits are GCRA (the token bucket as one timestamp): a key with ``L`` per minute may
+send ``L`` at once, then one every ``60/L`` seconds; the state is the *theoretical arrival
+time* (TAT). Budgets are integer nano-USD per UTC day and month: ``spent`` (settled actual
+cost) and ``held`` (estimates of requests in flight). A request is admitted while
+``spent + held < limit`` and holds its estimate, so N concurrent requests on N replicas
+overshoot a budget by at most one request (when estimates are not below actual costs).
+
+With Redis every step is one Lua script, so all replicas share exact counts. Without Redis,
+:class:`MemoryLedger` keeps the same counts per process (each replica enforces its own).
+``now`` is always passed in (wall-clock seconds) so tests drive time explicitly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+NANO = 1_000_000_000
+WINDOW_S = 60.0
+_EPS = 1e-9
+_DAY_TTL_S = 3 * 86400
+_MONTH_TTL_S = 40 * 86400
+
+
+def to_nano(usd: float) -> int:
+    """USD → integer nano-USD, rounded up (never under-hold)."""
+    return max(0, math.ceil(usd * NANO - 1e-6))
+
+
+@dataclass(frozen=True, slots=True)
+class Periods:
+    """The UTC day and month that ``now`` falls in, and seconds until each resets."""
+
+    day: str
+    month: str
+    day_reset_s: float
+    month_reset_s: float
+
+    @classmethod
+    def at(cls, now: float) -> Periods:
+        t = dt.datetime.fromtimestamp(now, dt.UTC)
+        midnight = dt.datetime(t.year, t.month, t.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
+        first = dt.datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=dt.UTC)
+        return cls(
+            day=t.strftime("%Y%m%d"),
+            month=t.strftime("%Y%m"),
+            day_reset_s=midnight.timestamp() - now,
+            month_reset_s=first.timestamp() - now,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Nano-USD settled and held in one period."""
+
+    spent: int = 0
+    held: int = 0
+
+    @property
+    def used(self) -> int:
+        return self.spent + self.held
+
+
+@dataclass(frozen=True, slots=True)
+class RateVerdict:
+    """Result of :meth:`Ledger.admit`: admitted, or which limit refused and for how long.
+
+    ``day``/``month`` are the key's budget state at admission (for budget-aware routing).
+    """
+
+    ok: bool
+    limit: str | None = None
+    retry_after_s: float = 0.0
+    day: Spend = Spend()
+    month: Spend = Spend()
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetVerdict:
+    """Result of :meth:`Ledger.hold`: held, or which period's budget refused."""
+
+    ok: bool
+    period: str | None = None
+    spend: Spend = Spend()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The numbers one check needs (from an :class:`~app.auth.config.ApiKey`)."""
+
+    name: str
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    daily_nano: int | None
+    monthly_nano: int | None
+
+
+class Ledger(Protocol):
+    """Atomic counters for rate limits and budgets."""
+
+    async def admit(self, limits: Limits, tokens: int, now: float) -> RateVerdict: ...
+
+    async def hold(
+        self, limits: Limits, amount: int, periods: Periods, now: float
+    ) -> BudgetVerdict: ...
+
+    async def settle(
+        self,
+        limits: Limits,
+        held: int,
+        actual: int,
+        extra_tokens: int,
+        periods: Periods,
+        now: float,
+    ) -> None: ...
+
+    async def spend(self, name: str, periods: Periods) -> tuple[Spend, Spend]: ...
+
+
+def _interval(per_minute: int | None) -> float:
+    return WINDOW_S / per_minute if per_minute else 0.0
+
+
+def _gcra(tat: float, now: float, interval: float, cost: float) -> tuple[float, float]:
+    """(new TAT, seconds over the burst window; > 0 means refuse)."""
+    new = max(tat, now) + interval * cost
+    return new, new - now - WINDOW_S
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+_ADMIT = """
+local now = tonumber(ARGV[1])
+local function gcra(key, interval, cost)
+  if interval <= 0 then return nil, 0 end
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local new = tat + interval * cost
+  return new, new - now - 60
+end
+local rnew, rover = gcra(KEYS[1], tonumber(ARGV[2]), 1)
+if rnew and rover > 1e-9 then return {0, 'requests_per_minute', tostring(rover)} end
+local tnew, tover = gcra(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+if tnew and tover > 1e-9 then return {0, 'tokens_per_minute', tostring(tover)} end
+local function store(key, tat)
+  redis.call('SET', key, tostring(tat), 'PX', math.ceil((tat - now + 1) * 1000))
+end
+if rnew then store(KEYS[1], rnew) end
+if tnew then store(KEYS[2], tnew) end
+if ARGV[5] == '1' then
+  local d = redis.call('HMGET', KEYS[3], 'spent', 'held')
+  local m = redis.call('HMGET', KEYS[4], 'spent', 'held')
+  return {1, '', '0', d[1] or '0', d[2] or '0', m[1] or '0', m[2] or '0'}
+end
+return {1, '', '0'}
+"""
+
+_HOLD = """
+local amount = tonumber(ARGV[1])
+local limits = {tonumber(ARGV[2]), tonumber(ARGV[3])}
+local names = {'daily', 'monthly'}
+local state = {}
+for i = 1, 2 do
+  local v = redis.call('HMGET', KEYS[i], 'spent', 'held')
+  local spent, held = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+  state[i] = {spent, held}
+  if limits[i] >= 0 and spent + held >= limits[i] then return {0, names[i], spent, held} end
+end
+for i = 1, 2 do
+  redis.call('HINCRBY', KEYS[i], 'held', amount)
+  redis.call('EXPIRE', KEYS[i], ARGV[3 + i])
+end
+return {1, '', state[1][1], state[1][2]}
+"""
+
+_SETTLE = """
+local held, actual = tonumber(ARGV[1]), tonumber(ARGV[2])
+if ARGV[7] == '1' then
+  for i = 1, 2 do
+    redis.call('HINCRBY', KEYS[i], 'held', -held)
+    redis.call('HINCRBY', KEYS[i], 'spent', actual)
+    redis.call('EXPIRE', KEYS[i], ARGV[2 + i])
+  end
+end
+local interval, extra, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
+if interval > 0 and extra ~= 0 then
+  local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if extra > 0 and tat < now then tat = now end
+  tat = tat + interval * extra
+  if tat > now then
+    redis.call('SET', KEYS[3], tostring(tat), 'PX', math.ceil((tat - now + 1) * 1000))
+  end
+end
+return 1
+"""
+
+
+class RedisLedger:
+    """Shared counters: each call is one Lua script (atomic across every replica)."""
+
+    def __init__(self, redis: Any, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._admit = redis.register_script(_ADMIT)
+        self._hold = redis.register_script(_HOLD)
+        self._settle = redis.register_script(_SETTLE)
+
+    def _keys(self, name: str, periods: Periods) -> tuple[str, str, str, str]:
+        p = self._prefix
+        return (
+            f"{p}rl:{name}:req",
+            f"{p}rl:{name}:tok",
+            f"{p}budget:{name}:d:{periods.day}",
+            f"{p}budget:{name}:m:{periods.month}",
+        )
+
+    async def admit(self, limits: Limits, tokens: int, now: float) -> RateVerdict:
+        req, tok, day, month = self._keys(limits.name, Periods.at(now))
+        budget = limits.daily_nano is not None or limits.monthly_nano is not None
+        out = await self._admit(
+            keys=[req, tok, day, month],
+            args=[
+                repr(now),
+                repr(_interval(limits.requests_per_minute)),
+                repr(_interval(limits.tokens_per_minute)),
+                tokens,
+                "1" if budget else "0",
+            ],
+        )
+        if int(out[0]) == 0:
+            return RateVerdict(False, _text(out[1]), float(out[2]))
+        if len(out) > 3:
+            return RateVerdict(
+                True,
+                day=Spend(int(out[3]), int(out[4])),
+                month=Spend(int(out[5]), int(out[6])),
+            )
+        return RateVerdict(True)
+
+    async def hold(
+        self, limits: Limits, amount: int, periods: Periods, now: float
+    ) -> BudgetVerdict:
+        _, _, day, month = self._keys(limits.name, periods)
+        out = await self._hold(
+            keys=[day, month],
+            args=[
+                amount,
+                -1 if limits.daily_nano is None else limits.daily_nano,
+                -1 if limits.monthly_nano is None else limits.monthly_nano,
+                _DAY_TTL_S,
+                _MONTH_TTL_S,
+            ],
+        )
+        if int(out[0]) == 0:
+            return BudgetVerdict(False, _text(out[1]), Spend(int(out[2]), int(out[3])))
+        return BudgetVerdict(True)
+
+    async def settle(
+        self,
+        limits: Limits,
+        held: int,
+        actual: int,
+        extra_tokens: int,
+        periods: Periods,
+        now: float,
+    ) -> None:
+        _, tok, day, month = self._keys(limits.name, periods)
+        budget = limits.daily_nano is not None or limits.monthly_nano is not None
+        await self._settle(
+            keys=[day, month, tok],
+            args=[
+                held,
+                actual,
+                _DAY_TTL_S,
+                _MONTH_TTL_S,
+                repr(_interval(limits.tokens_per_minute)),
+                extra_tokens,
+                "1" if budget else "0",
+                repr(now),
+            ],
+        )
+
+    async def spend(self, name: str, periods: Periods) -> tuple[Spend, Spend]:
+        _, _, day, month = self._keys(name, periods)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(day, "spent", "held")
+        pipe.hmget(month, "spent", "held")
+        d, m = await pipe.execute()
+        return Spend(int(d[0] or 0), int(d[1] or 0)), Spend(int(m[0] or 0), int(m[1] or 0))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -- in memory (one process) --------------------------------------------------------------
+
+
+class MemoryLedger:
+    """The same counts in one process's memory (no Redis: each replica counts alone)."""
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+        self._spend: dict[str, list[int]] = {}
+
+    def _budget(self, key: str) -> list[int]:
+        return self._spend.setdefault(key, [0, 0])
+
+    async def admit(self, limits: Limits, tokens: int, now: float) -> RateVerdict:
+        req_key, tok_key = f"{limits.name}:req", f"{limits.name}:tok"
+        req_new = tok_new = None
+        if limits.requests_per_minute:
+            req_new, over = _gcra(
+                self._tat.get(req_key, 0.0), now, _interval(limits.requests_per_minute), 1
+            )
+            if over > _EPS:
+                return RateVerdict(False, "requests_per_minute", over)
+        if limits.tokens_per_minute:
+            tok_new, over = _gcra(
+                self._tat.get(tok_key, 0.0), now, _interval(limits.tokens_per_minute), tokens
+            )
+            if over > _EPS:
+                return RateVerdict(False, "tokens_per_minute", over)
+        if req_new is not None:
+            self._tat[req_key] = req_new
+        if tok_new is not None:
+            self._tat[tok_key] = tok_new
+        day, month = await self.spend(limits.name, Periods.at(now))
+        return RateVerdict(True, day=day, month=month)
+
+    async def hold(
+        self, limits: Limits, amount: int, periods: Periods, now: float
+    ) -> BudgetVerdict:
+        slots = (
+            ("daily", limits.daily_nano, self._budget(f"{limits.name}:d:{periods.day}")),
+            ("monthly", limits.monthly_nano, self._budget(f"{limits.name}:m:{periods.month}")),
+        )
+        for period, limit, (spent, held) in slots:
+            if limit is not None and spent + held >= limit:
+                return BudgetVerdict(False, period, Spend(spent, held))
+        for _, _, state in slots:
+            state[1] += amount
+        return BudgetVerdict(True)
+
+    async def settle(
+        self,
+        limits: Limits,
+        held: int,
+        actual: int,
+        extra_tokens: int,
+        periods: Periods,
+        now: float,
+    ) -> None:
+        if limits.daily_nano is not None or limits.monthly_nano is not None:
+            for key in (f"{limits.name}:d:{periods.day}", f"{limits.name}:m:{periods.month}"):
+                state = self._budget(key)
+                state[1] -= held
+                state[0] += actual
+        interval = _interval(limits.tokens_per_minute)
+        if interval and extra_tokens:
+            key = f"{limits.name}:tok"
+            tat = self._tat.get(key, 0.0)
+            if extra_tokens > 0:
+                tat = max(tat, now)
+            self._tat[key] = tat + interval * extra_tokens
+
+    async def spend(self, name: str, periods: Periods) -> tuple[Spend, Spend]:
+        d = self._spend.get(f"{name}:d:{periods.day}", [0, 0])
+        m = self._spend.get(f"{name}:m:{periods.month}", [0, 0])
+        return Spend(d[0], d[1]), Spend(m[0], m[1])

@@ -1,0 +1,117 @@
+"""The counters behind limits and budgets, in memory and in Redis, driven by explicit time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.auth.ledger import Ledger, Limits, MemoryLedger, Periods, RedisLedger
+
+T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC).timestamp()
+
+
+def limits(rpm=None, tpm=None, daily=None, monthly=None, name="k") -> Limits:
+    return Limits(name, rpm, tpm, daily, monthly)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def ledger(request, redis_prefix) -> AsyncIterator[Ledger]:
+    if request.param == "memory":
+        yield MemoryLedger()
+        return
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        yield RedisLedger(client, redis_prefix)
+    finally:
+        keys = [k async for k in client.scan_iter(match=redis_prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def test_requests_per_minute_allows_a_burst_then_one_per_interval(ledger) -> None:
+    lim = limits(rpm=3)
+    assert all([(await ledger.admit(lim, 1, T0)).ok for _ in range(3)])
+    refused = await ledger.admit(lim, 1, T0)
+    assert not refused.ok and refused.limit == "requests_per_minute"
+    assert refused.retry_after_s == pytest.approx(20.0)
+    assert not (await ledger.admit(lim, 1, T0 + 19.9)).ok
+    assert (await ledger.admit(lim, 1, T0 + 20.0)).ok
+    assert not (await ledger.admit(lim, 1, T0 + 20.0)).ok
+    # A minute later the whole burst is back.
+    assert all([(await ledger.admit(lim, 1, T0 + 80.0)).ok for _ in range(3)])
+
+
+async def test_keys_are_counted_apart(ledger) -> None:
+    a, b = limits(rpm=1, name="a"), limits(rpm=1, name="b")
+    assert (await ledger.admit(a, 1, T0)).ok and (await ledger.admit(b, 1, T0)).ok
+    assert not (await ledger.admit(a, 1, T0)).ok
+
+
+async def test_tokens_per_minute_and_actual_tokens_settled_later(ledger) -> None:
+    lim = limits(tpm=100)
+    p = Periods.at(T0)
+    assert (await ledger.admit(lim, 40, T0)).ok
+    assert (await ledger.admit(lim, 40, T0)).ok
+    refused = await ledger.admit(lim, 40, T0)
+    assert not refused.ok and refused.limit == "tokens_per_minute"
+    assert refused.retry_after_s == pytest.approx(12.0)
+    # The first two turned out to use 30 tokens fewer in all: refunded, the third fits.
+    await ledger.settle(lim, 0, 0, -30, p, T0)
+    assert (await ledger.admit(lim, 40, T0)).ok
+    # TAT is now T0+54; a request that used 100 tokens (60 s) more than estimated puts the
+    # key in debt until T0+114, so a 1-token request fits only from T0+54.6 on.
+    await ledger.settle(lim, 0, 0, 100, p, T0)
+    assert not (await ledger.admit(lim, 1, T0 + 54.5)).ok
+    assert (await ledger.admit(lim, 1, T0 + 54.7)).ok
+
+
+async def test_a_refused_check_charges_nothing(ledger) -> None:
+    lim = limits(rpm=10, tpm=50)
+    assert (await ledger.admit(lim, 50, T0)).ok
+    for _ in range(5):  # refused on tokens: the request counter must not move
+        assert not (await ledger.admit(lim, 10, T0)).ok
+    assert (await ledger.admit(limits(rpm=10, tpm=50), 0, T0)).ok
+
+
+async def test_budget_holds_until_spent_plus_held_reaches_the_limit(ledger) -> None:
+    lim = limits(daily=100)
+    p = Periods.at(T0)
+    assert (await ledger.hold(lim, 60, p, T0)).ok
+    assert (await ledger.hold(lim, 30, p, T0)).ok  # 90 < 100: admitted
+    assert (await ledger.hold(lim, 30, p, T0)).ok  # 90 < 100: admitted, ends at 120
+    refused = await ledger.hold(lim, 1, p, T0)
+    assert not refused.ok and refused.period == "daily"
+    assert (refused.spend.spent, refused.spend.held) == (0, 120)
+    # Actual costs replace the holds.
+    await ledger.settle(lim, 60, 10, 0, p, T0)
+    await ledger.settle(lim, 30, 0, 0, p, T0)  # failed request: hold released, nothing spent
+    day, month = await ledger.spend("k", p)
+    assert (day.spent, day.held) == (10, 30) and (month.spent, month.held) == (10, 30)
+    assert (await ledger.hold(lim, 50, p, T0)).ok
+    # Tomorrow is a new day; the month goes on.
+    tomorrow = Periods.at(T0 + 86400)
+    monthly = limits(daily=100, monthly=90)  # month: 10 spent + 80 held
+    verdict = await ledger.hold(monthly, 1, tomorrow, T0 + 86400)
+    assert not verdict.ok and verdict.period == "monthly"
+    assert (await ledger.hold(limits(daily=100), 1, tomorrow, T0 + 86400)).ok
+
+
+async def test_admit_reports_budget_state_for_budget_aware_routing(ledger) -> None:
+    lim = limits(daily=1000)
+    p = Periods.at(T0)
+    await ledger.hold(lim, 300, p, T0)
+    await ledger.settle(lim, 300, 250, 0, p, T0)
+    verdict = await ledger.admit(lim, 1, T0)
+    assert verdict.ok and verdict.day.spent == 250 and verdict.month.spent == 250
+
+
+def test_periods_reset_at_utc_midnight_and_month_start() -> None:
+    p = Periods.at(dt.datetime(2026, 12, 31, 23, 0, tzinfo=dt.UTC).timestamp())
+    assert (p.day, p.month) == ("20261231", "202612")
+    assert p.day_reset_s == pytest.approx(3600) and p.month_reset_s == pytest.approx(3600)
+    p = Periods.at(dt.datetime(2026, 2, 10, 0, 0, tzinfo=dt.UTC).timestamp())
+    assert p.month_reset_s == pytest.approx(19 * 86400)
