@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.evaluation.cli import add_train_parser
 
     add_train_parser(sub)
+
+    from app.auth.cli import add_keys_parser
+
+    add_keys_parser(sub)
     return parser
 
 
