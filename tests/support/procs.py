@@ -63,6 +63,8 @@ def run_process(
 ) -> Iterator[Proc]:
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault("PYTHONPATH", str(ROOT))
+    # See tests/conftest.py: a generous Redis timeout unless a test sets its own.
+    full_env.setdefault("PARETO_REDIS_TIMEOUT_S", "1.0")
     log = log_path.open("wb")
     popen = subprocess.Popen(
         [sys.executable, "-m", "app", *args],
