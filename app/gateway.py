@@ -26,7 +26,7 @@ from app.providers.base import Completion, StreamChunk, Usage
 from app.reliability import Failover, Walk, build_breakers, close_quietly, request_limits
 from app.reliability.limits import Defaults
 from app.routing.plan import PlanEntry, RoutePlan
-from app.routing.router import plan_request
+from app.routing.router import Router
 from app.sessions import SessionLookup, Sessions, session_route
 from app.settings import Settings
 from app.telemetry.record import Record
@@ -105,17 +105,46 @@ class Gateway:
             providers, build_breakers(settings, None), Defaults.from_settings(settings)
         )
         self.cascade = CascadeDriver(self)
+        # Routing state that outlives a request: precomputed catalog arrays, live estimates
+        # (fed by every attempt of the walk), and the breakers' view of who is unavailable.
+        self.router = Router(catalog)
+        self.failover.monitor = self.router
+        self.router.health = lambda: self.failover.breakers.unavailable()
         # Feedback on served requests (off until the lifespan builds it from settings).
         self.feedback = Feedback(None, None)
 
     def swap_catalog(self, catalog: Catalog) -> None:
         """Atomic replacement: requests already running keep the catalog they started with."""
+        self.router.bind(catalog)
         self.catalog = catalog
 
     # -- request path -----------------------------------------------------------------------
     def plan(self, catalog: Catalog, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
-        allowed = allowed_models(ctx.api_key, catalog, str(body.get("model")))
-        return plan_request(catalog, body, allowed_models=allowed)
+        allowed = self._allowed(catalog, body, ctx)
+        sticky = ctx.session.sticky if ctx.session is not None else None
+        return self.router.route(catalog, body, ctx.headers, allowed_models=allowed, sticky=sticky)
+
+    def explain_route(self, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
+        """``POST /v1/route``: the plan with one explained row per deployment, no model call."""
+        allowed = self._allowed(self.catalog, body, ctx)
+        return self.router.route(
+            self.catalog, body, ctx.headers, allowed_models=allowed, explain=True
+        )
+
+    @staticmethod
+    def _allowed(
+        catalog: Catalog, body: dict[str, Any], ctx: RequestContext
+    ) -> frozenset[str] | None:
+        """The models the caller's key may route to; a policy override must be allowed too."""
+        if ctx.api_key is None:
+            return None
+        override = ctx.headers.get("x-pareto-policy")
+        extra = body.get("pareto")
+        if override is None and isinstance(extra, dict) and isinstance(extra.get("policy"), str):
+            override = extra["policy"]
+        if override is not None and override in catalog.policies:
+            allowed_models(ctx.api_key, catalog, override)
+        return allowed_models(ctx.api_key, catalog, str(body.get("model")))
 
     def _upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
         if not any(k in body for k in GATEWAY_KEYS):
@@ -128,7 +157,7 @@ class Gateway:
             "x-request-id": ctx.request_id,
             "x-pareto-model": entry.deployment.model.name,
             "x-pareto-deployment": entry.deployment.id,
-            "x-pareto-reason": entry.reason,
+            "x-pareto-reason": plan.reason if entry is plan.entries[0] else entry.reason,
             "x-pareto-est-cost-usd": f"{entry.est_cost_usd:.8f}",
         }
         if plan.policy:
@@ -211,9 +240,11 @@ class Gateway:
                 self._emit_failure(ctx, exc)
                 raise
         ctx.session = await self.sessions.lookup(body, ctx.headers)
+        routing_started = time.perf_counter()
         plan = self.plan(catalog, body, ctx)
         await self._hold(ctx, plan)
         rec = ctx.record
+        rec.routing_ms = (time.perf_counter() - routing_started) * 1000
         rec.router_policy = plan.policy
         rec.quality_floor = plan.quality_floor
         upstream_body = self._upstream_body(body)
@@ -325,6 +356,7 @@ class Gateway:
             usage = counted_usage(body, text)
             out["usage"] = usage.to_openai()
         self._finish_record(ctx, entry, usage, completion.ttft_s)
+        self.router.output_observed(plan, usage.completion_tokens)
         headers = self._headers(ctx, plan, entry)
         headers["x-pareto-cost-usd"] = f"{ctx.record.cost_usd:.8f}"
         self._emit(ctx.record)
@@ -428,4 +460,6 @@ class Gateway:
                 rec.client_disconnected = True
                 rec.status = 499
             self._finish_record(ctx, entry, usage or Usage(reported=False), ttft_s)
+            if finished and rec.status == 200 and usage is not None:
+                self.router.output_observed(plan, usage.completion_tokens)
             self._emit(rec)

@@ -146,6 +146,35 @@ async def feedback(request: Request) -> Response:
     return Response(orjson.dumps(receipt), media_type="application/json")
 
 
+@router.post("/v1/route", openapi_extra=CHAT_SCHEMA)
+async def route_explain(request: Request) -> Response:
+    """Dry run: how a chat-completions body would be routed, and why. No model is called.
+
+    Takes the same body and ``X-Pareto-*`` headers as ``/v1/chat/completions`` and returns
+    ``features``, the resolved ``policy``, the ``plan`` and one ``candidates`` row per
+    deployment (``chosen``, ``fallback``, ``dominated``, ``feasible`` or ``excluded:<reason>``).
+    When nothing is feasible it answers the same ``no_feasible_deployment`` error as a chat
+    request would.
+    """
+    rid = request_id_of(request)
+    gateway = gateway_of(request)
+    settings = gateway.settings
+    api_key = api_key_of(request)
+    body = parse_body(await read_body(request, settings.max_body_bytes))
+    validate_chat(
+        body, max_messages=settings.max_messages, max_content_chars=settings.max_content_chars
+    )
+    ctx = RequestContext(
+        request_id=rid,
+        headers=request.headers,
+        started=time.perf_counter(),
+        record=Record(request_id=rid),
+        api_key=api_key,
+    )
+    plan = gateway.explain_route(body, ctx)
+    return Response(orjson.dumps(plan.explain()), media_type="application/json")
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     """The catalog's models and the routing policies, in OpenAI's list shape."""

@@ -18,8 +18,16 @@ from pydantic import ValidationError
 
 from app.auth.config import AuthSpec, compile_auth
 from app.catalog.cascade import compile_cascade
-from app.catalog.model import Catalog, Deployment, Model, Policy
-from app.catalog.spec import ConfigSpec, DeploymentSpec, ModelSpec
+from app.catalog.model import (
+    DEFAULT_OUTPUT_PRIORS,
+    Catalog,
+    Deployment,
+    FloorRule,
+    Model,
+    Policy,
+    RoutingConfig,
+)
+from app.catalog.spec import ConfigSpec, DeploymentSpec, ModelSpec, RoutingSpec
 
 log = structlog.get_logger("pareto.catalog")
 
@@ -96,8 +104,13 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
     snapshot: str | None = None
     default_policy: str | None = None
     auth: tuple[Path, AuthSpec] | None = None
+    routing: tuple[Path, RoutingSpec] | None = None
     for file, spec in files:
         snapshot = snapshot or spec.snapshot_date
+        if spec.routing is not None:
+            if routing is not None:
+                problems.append(f"{file}: routing: defined twice (also in {routing[0]})")
+            routing = (file, spec.routing)
         if spec.auth is not None:
             if auth is not None:
                 problems.append(f"{file}: auth: defined twice (also in {auth[0]})")
@@ -223,9 +236,17 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
             models=frozenset(p.models) if p.models else None,
             reliability=p.reliability,
             cascade=cascade,
+            max_fallbacks=p.max_fallbacks,
         )
     if auth is not None:
         _check_auth(auth[0], auth[1], compiled_models, compiled_policies, problems)
+    if routing is None or not routing[1].quality_floor_rules:
+        for name, (file, p) in policies.items():
+            if p.quality_floor == "heuristic":
+                problems.append(
+                    f"{file}: policies.{name}.quality_floor: 'heuristic' needs "
+                    "routing.quality_floor_rules (see config/policies.yaml)"
+                )
     if default_policy and default_policy not in compiled_policies:
         problems.append(f"{files[0][0]}: default_policy: unknown policy {default_policy!r}")
     if not compiled_models:
@@ -247,6 +268,27 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
         default_policy=default_policy,
         disabled=disabled,
         auth=compile_auth(auth[1] if auth else None),
+        routing=_compile_routing(routing[1] if routing else None),
+    )
+
+
+def _compile_routing(spec: RoutingSpec | None) -> RoutingConfig:
+    if spec is None:
+        return RoutingConfig()
+    return RoutingConfig(
+        floor_rules=tuple(
+            FloorRule(
+                floor=r.floor,
+                categories=frozenset(r.category) if r.category is not None else None,
+                difficulties=frozenset(r.difficulty) if r.difficulty is not None else None,
+                min_input_tokens=r.min_input_tokens,
+            )
+            for r in spec.quality_floor_rules
+        ),
+        output_tokens_prior={**DEFAULT_OUTPUT_PRIORS, **spec.output_tokens_prior},
+        ewma_alpha=spec.live.ewma_alpha,
+        prior_weight=spec.live.prior_weight,
+        queue_capacity=spec.live.queue_capacity,
     )
 
 

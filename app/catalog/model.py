@@ -92,6 +92,59 @@ class Policy:
     models: frozenset[str] | None
     reliability: ReliabilitySpec | None = None
     cascade: CascadePolicy | None = None
+    max_fallbacks: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FloorRule:
+    """A heuristic quality-floor rule; ``None`` conditions match anything."""
+
+    floor: float
+    categories: frozenset[str] | None = None
+    difficulties: frozenset[str] | None = None
+    min_input_tokens: int | None = None
+
+    def matches(self, category: str, difficulty: str, input_tokens: int) -> bool:
+        return (
+            (self.categories is None or category in self.categories)
+            and (self.difficulties is None or difficulty in self.difficulties)
+            and (self.min_input_tokens is None or input_tokens >= self.min_input_tokens)
+        )
+
+    def describe(self) -> str:
+        parts = []
+        if self.categories is not None:
+            parts.append("category in " + "/".join(sorted(self.categories)))
+        if self.difficulties is not None:
+            parts.append("difficulty in " + "/".join(sorted(self.difficulties)))
+        if self.min_input_tokens is not None:
+            parts.append(f"input >= {self.min_input_tokens} tokens")
+        return " and ".join(parts) or "default"
+
+
+# Used when a config has no ``routing:`` section (e.g. a catalog without policies.yaml).
+DEFAULT_OUTPUT_PRIORS: Mapping[str, int] = {
+    "chat": 200,
+    "code": 800,
+    "math": 700,
+    "extraction": 200,
+    "summarization": 300,
+    "translation": 400,
+    "creative": 600,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """The content heuristic's editable settings (``routing:`` in ``config/policies.yaml``)."""
+
+    floor_rules: tuple[FloorRule, ...] = ()
+    output_tokens_prior: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_OUTPUT_PRIORS)
+    )
+    ewma_alpha: float = 0.2
+    prior_weight: float = 5.0
+    queue_capacity: float = 32.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +161,7 @@ class Catalog:
     default_policy: str | None
     disabled: Mapping[str, str]
     auth: AuthConfig = field(default_factory=AuthConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
     def names(self) -> list[str]:
         """Every name a client may put in ``model``: models then policies."""

@@ -131,8 +131,17 @@ class ReliabilitySpec(_Spec):
     retry_backoff_s: float | None = Field(default=None, ge=0)
 
 
+Difficulty = Literal["easy", "medium", "hard"]
+
+
 class PolicySpec(_Spec):
-    """A named routing behaviour. Lambdas are quality points per USD and per second."""
+    """A named routing behaviour. Lambdas are quality points per USD and per second.
+
+    ``quality_floor: heuristic`` takes the floor from ``routing.quality_floor_rules`` (per task
+    category and difficulty). ``best_effort`` serves the best deployment that meets the hard
+    requirements (capabilities, context window, health) when the floor or a ceiling excludes
+    every one, instead of answering ``no_feasible_deployment``.
+    """
 
     description: str = ""
     lambda_cost: float = Field(default=0.0, ge=0)
@@ -144,6 +153,57 @@ class PolicySpec(_Spec):
     models: list[str] | None = Field(default=None, description="restrict to these models")
     reliability: ReliabilitySpec | None = None
     cascade: CascadeSpec | None = Field(default=None, description="cheap tier first, escalate")
+    max_fallbacks: int = Field(default=3, ge=0, le=20, description="plan entries after the first")
+
+
+class FloorRuleSpec(_Spec):
+    """One heuristic floor rule: the first rule whose conditions all hold gives the floor.
+
+    A condition left out matches anything. ``min_input_tokens`` matches long prompts.
+    """
+
+    category: list[str] | None = None
+    difficulty: list[Difficulty] | None = None
+    min_input_tokens: int | None = Field(default=None, ge=0)
+    floor: float = Field(ge=0, le=100)
+
+    @field_validator("category")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in CATEGORIES:
+                raise ValueError(f"unknown category {name!r}; use one of {', '.join(CATEGORIES)}")
+        return value
+
+
+class LiveSpec(_Spec):
+    """How live per-deployment telemetry is blended with the catalog's static figures."""
+
+    ewma_alpha: float = Field(default=0.2, gt=0, le=1, description="weight of a new observation")
+    prior_weight: float = Field(
+        default=5.0, ge=0, description="observations the catalog figure is worth"
+    )
+    queue_capacity: float = Field(
+        default=32.0, gt=0, description="in-flight requests that double a deployment's TTFT"
+    )
+
+
+class RoutingSpec(_Spec):
+    """Content-heuristic settings: floor rules and expected-output priors per category."""
+
+    quality_floor_rules: list[FloorRuleSpec] = Field(default_factory=list)
+    output_tokens_prior: dict[str, int] = Field(default_factory=dict)
+    live: LiveSpec = Field(default_factory=LiveSpec)
+
+    @field_validator("output_tokens_prior")
+    @classmethod
+    def _known_categories(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, n in value.items():
+            if name not in CATEGORIES:
+                raise ValueError(f"unknown category {name!r}; use one of {', '.join(CATEGORIES)}")
+            if n <= 0:
+                raise ValueError(f"output_tokens_prior for {name!r} must be positive, got {n}")
+        return value
 
 
 class ConfigSpec(_Spec):
@@ -154,6 +214,7 @@ class ConfigSpec(_Spec):
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     deployments: dict[str, DeploymentSpec] = Field(default_factory=dict)
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
+    routing: RoutingSpec | None = None
     default_policy: str | None = None
     auth: AuthSpec | None = Field(
         default=None, description="gateway keys; auth is on unless auth.enabled is false"

@@ -26,7 +26,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
@@ -54,6 +54,22 @@ T = TypeVar("T")
 _NOT_RETRIED_SAME = frozenset({"timeout_first_token", "timeout_total"})
 # Failures that say nothing bad about the deployment's health.
 _HEALTHY = frozenset({"context_window"})
+
+
+class AttemptMonitor(Protocol):
+    """Told about every upstream attempt (the router's live estimates implement it)."""
+
+    def attempt_started(self, deployment_id: str) -> None: ...
+
+    def attempt_finished(
+        self,
+        deployment_id: str,
+        *,
+        ok: bool,
+        total_s: float | None = None,
+        ttft_s: float | None = None,
+        output_tokens: int = 0,
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -96,6 +112,8 @@ class Failover:
         self._clock = clock or MonotonicClock()
         self._sleep = sleep
         self._jitter = jitter
+        # Set by the gateway: the router learns TTFT / decode speed / in-flight from attempts.
+        self.monitor: AttemptMonitor | None = None
 
     def begin(self, request_id: str, record: Record, limits: RequestLimits) -> Walk:
         """Start a request's walk: its deadline runs from now."""
@@ -191,9 +209,13 @@ class Failover:
                 else limits.first_token_s + max(0.0, entry.est_latency_s - dep.ttft_s),
                 total_timeout_s=total_s,
             )
+            if self.monitor is not None:
+                self.monitor.attempt_started(dep.id)
             try:
                 result = await attempt(entry, call, limits, total_s)
             except UpstreamError as exc:
+                if self.monitor is not None:
+                    self.monitor.attempt_finished(dep.id, ok=False)
                 walk.note(entry, exc)
                 await self._judge(dep.id, exc)
                 if not exc.retryable:
@@ -209,6 +231,8 @@ class Failover:
                     queue.append(entry)
                 continue
             except BaseException:
+                if self.monitor is not None:
+                    self.monitor.attempt_finished(dep.id, ok=False)
                 with anyio.CancelScope(shield=True):
                     await self.breakers.release(dep.id)
                 raise
@@ -232,11 +256,20 @@ class Failover:
         self, entry: PlanEntry, call: UpstreamCall, limits: AttemptLimits, total_s: float
     ) -> tuple[PlanEntry, Completion]:
         provider = self.providers.for_deployment(entry.deployment)
+        started = self._clock.now()
         try:
             async with asyncio.timeout(total_s):
-                return entry, await provider.complete(call)
+                completion = await provider.complete(call)
         except TimeoutError as exc:
             raise _timeout(entry, "timeout_total", total_s) from exc
+        if self.monitor is not None:
+            self.monitor.attempt_finished(
+                entry.deployment.id,
+                ok=True,
+                total_s=self._clock.now() - started,
+                output_tokens=completion.usage.completion_tokens,
+            )
+        return entry, completion
 
     async def _open_once(
         self, entry: PlanEntry, call: UpstreamCall, limits: AttemptLimits, total_s: float
@@ -262,15 +295,32 @@ class Failover:
         except BaseException:
             await close_quietly(source)
             raise
-        rest = self.relay(entry, source, started + total_s)
+        usage = next((c.usage for c in head if c.usage is not None), None)
+        rest = self.relay(
+            entry,
+            source,
+            started + total_s,
+            started=started,
+            ttft_s=self._clock.now() - started,
+            head_usage=usage.completion_tokens if usage is not None else 0,
+        )
         return OpenedStream(entry=entry, head=head, rest=rest)
 
     async def relay(
-        self, entry: PlanEntry, source: AsyncIterator[StreamChunk], deadline: float
+        self,
+        entry: PlanEntry,
+        source: AsyncIterator[StreamChunk],
+        deadline: float,
+        *,
+        started: float | None = None,
+        ttft_s: float | None = None,
+        head_usage: int = 0,
     ) -> AsyncIterator[StreamChunk]:
-        """The rest of a started stream, cut at ``deadline``; reports the breaker verdict."""
+        """The rest of a started stream, cut at ``deadline``; reports the breaker verdict
+        (and, when ``started`` is given, the attempt's timings to the monitor)."""
         dep = entry.deployment.id
         verdict: UpstreamError | bool | None = None  # True ok, error failed, None no verdict
+        output_tokens = head_usage
         try:
             while True:
                 try:
@@ -285,8 +335,18 @@ class Failover:
                 except UpstreamError as exc:
                     verdict = exc
                     raise
+                if chunk.usage is not None:
+                    output_tokens = chunk.usage.completion_tokens
                 yield chunk
         finally:
+            if self.monitor is not None and started is not None:
+                self.monitor.attempt_finished(
+                    dep,
+                    ok=verdict is True and output_tokens > 0,
+                    total_s=self._clock.now() - started,
+                    ttft_s=ttft_s,
+                    output_tokens=output_tokens,
+                )
             await close_quietly(source)
             with anyio.CancelScope(shield=True):
                 if verdict is True:

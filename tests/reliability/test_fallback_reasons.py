@@ -109,12 +109,16 @@ async def test_auth_failure_opens_the_breaker_then_circuit_open(app_client) -> N
     client = await app_client(config())
     r = await client.post("/v1/chat/completions", json=ask("[sim:error=401@small@sim]"))
     assert r.headers["x-pareto-fallback-reason"] == "auth_failed"
-    # The key will not heal by itself: the next request skips small@sim without calling it.
+    # The key will not heal by itself: the next request skips small@sim without calling it
+    # (the router leaves the open breaker's deployment out of the plan: excluded:unhealthy).
     r = await client.post("/v1/chat/completions", json=ask("hello again"))
     assert r.status_code == 200
-    assert r.headers["x-pareto-fallback-reason"] == "circuit_open"
+    assert "x-pareto-fallback-reason" not in r.headers
     assert r.headers["x-pareto-attempts"] == "1"
     assert r.headers["x-pareto-deployment"] == "small@sim3"
+    r = await client.post("/v1/route", json=ask("hello again"))
+    statuses = {row["deployment"]: row["status"] for row in r.json()["candidates"]}
+    assert statuses["small@sim"] == "excluded:unhealthy"
 
 
 async def test_every_deployment_failing_is_a_fast_503_listing_what_was_tried(app_client) -> None:

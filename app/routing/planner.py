@@ -1,0 +1,376 @@
+"""The routing decision: constraints → Pareto frontier → utility → an ordered, explained plan.
+
+:func:`plan_route` is pure (no I/O, no clocks, no globals) and needs no HTTP app: give it a
+:class:`CatalogTable`, the request's :class:`Features` and a :class:`ResolvedPolicy`.
+
+1. **Constraints.** A deployment is excluded (first failing reason wins) when its model is
+   not allowed by the policy (``excluded:model_not_in_policy``), it is unavailable
+   (``excluded:unhealthy``), it lacks a required capability (``excluded:no_<capability>``),
+   the context window cannot hold input + expected output (``excluded:context_window``), or
+   its quality, estimated cost or latency misses the floor or a ceiling
+   (``excluded:quality_floor`` / ``excluded:max_cost`` / ``excluded:max_latency``).
+2. **Utility.** ``U = q − λ_cost·c − λ_latency·l`` with ``c = (n_in − n_cached)·p_in +
+   n_cached·p_cached + n_out·p_out`` and ``l = TTFT + n_out / decode_tps`` (live estimates
+   when given). Cached input only applies to a session's sticky deployment
+   (:class:`app.routing.sticky.Sticky`: its expected cached prefix is priced at the
+   cached-input price); batch discounts do not apply to online chat completions.
+3. **Pareto.** Dominated deployments (q ≥, c ≤, l ≤, one strict) are never chosen.
+4. **Plan.** The highest-utility non-dominated deployment first, then the same model at
+   other providers, then the rest of the frontier by utility, then dominated feasible ones,
+   up to ``1 + max_fallbacks`` entries.
+
+When nothing is feasible: if only health excluded the rest, the unhealthy ones are planned
+anyway (their open breakers make the walk answer a retryable 503); with ``best_effort`` the
+floor and ceilings are dropped (hard requirements stay); otherwise
+:class:`NoFeasibleDeploymentError` (400) names which constraint excluded which deployment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.errors import NoFeasibleDeploymentError
+from app.routing.features import Features
+from app.routing.pareto import dominator_in, frontier
+from app.routing.plan import (
+    BEST_EFFORT,
+    CHOSEN,
+    NEXT_BEST,
+    NEXT_BEST_DOMINATED,
+    SAME_MODEL,
+    Candidate,
+    PlanEntry,
+    RoutePlan,
+)
+from app.routing.policy import ResolvedPolicy
+from app.routing.quality import QualityEstimator
+from app.routing.sticky import Sticky
+from app.routing.table import BoolArray, CatalogTable, FloatArray
+
+_NO_IDS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    """Live TTFT seconds and 1/decode-speed arrays aligned with the table."""
+
+    ttft_s: FloatArray
+    inv_tps: FloatArray
+
+
+def estimate_arrays(
+    table: CatalogTable,
+    features: Features,
+    live: LiveView | None = None,
+    sticky: Sticky | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """Estimated cost (USD) and latency (s) of every deployment for this request."""
+    n_in, n_out = features.input_tokens, features.output_tokens
+    cost = table.price_input * n_in + table.price_output * n_out
+    if sticky is not None and sticky.cached_input_tokens > 0:
+        i = table.index.get(sticky.deployment_id)
+        if i is not None:
+            cached = min(sticky.cached_input_tokens, n_in)
+            cost[i] -= cached * (table.price_input[i] - table.price_cached_input[i])
+    if live is None:
+        latency = table.ttft_s + n_out * table.inv_tps
+    else:
+        latency = live.ttft_s + n_out * live.inv_tps
+    return cost, latency
+
+
+def _masks(
+    table: CatalogTable,
+    features: Features,
+    policy: ResolvedPolicy,
+    quality: FloatArray,
+    cost: FloatArray,
+    latency: FloatArray,
+    unavailable: Collection[str],
+) -> tuple[BoolArray, BoolArray]:
+    """(hard, soft) feasibility: hard = model/health/capability/context, soft = floor/ceilings."""
+    hard = table.capability_mask(features.requirements) & (
+        table.context_window >= features.required_context
+    )
+    if policy.models is not None:
+        hard &= table.model_mask(policy.models)
+    if unavailable:
+        hard = hard.copy()
+        for dep_id in unavailable:
+            i = table.index.get(dep_id)
+            if i is not None:
+                hard[i] = False
+    soft = quality >= policy.quality_floor
+    if policy.max_cost_usd is not None:
+        soft &= cost <= policy.max_cost_usd
+    if policy.max_latency_s is not None:
+        soft &= latency <= policy.max_latency_s
+    return hard, soft
+
+
+def exclusion(
+    table: CatalogTable,
+    i: int,
+    features: Features,
+    policy: ResolvedPolicy,
+    q: float,
+    c: float,
+    lat: float,
+    unavailable: Collection[str],
+) -> str | None:
+    """The first constraint deployment ``i`` fails, as ``excluded:<reason>``, or None."""
+    dep = table.deployments[i]
+    if policy.models is not None and dep.model.name not in policy.models:
+        return "excluded:model_not_in_policy"
+    if dep.id in unavailable:
+        return "excluded:unhealthy"
+    for cap in sorted(features.requirements):
+        if cap not in dep.capabilities:
+            return f"excluded:no_{cap}"
+    if dep.context_window < features.required_context:
+        return "excluded:context_window"
+    if q < policy.quality_floor:
+        return "excluded:quality_floor"
+    if policy.max_cost_usd is not None and c > policy.max_cost_usd:
+        return "excluded:max_cost"
+    if policy.max_latency_s is not None and lat > policy.max_latency_s:
+        return "excluded:max_latency"
+    return None
+
+
+def _no_feasible(
+    table: CatalogTable,
+    features: Features,
+    policy: ResolvedPolicy,
+    quality: list[float],
+    cost: list[float],
+    latency: list[float],
+    unavailable: Collection[str],
+) -> NoFeasibleDeploymentError:
+    groups: dict[str, list[str]] = {}
+    for i, dep in enumerate(table.deployments):
+        reason = exclusion(table, i, features, policy, quality[i], cost[i], latency[i], unavailable)
+        if reason is None:  # pragma: no cover - only called when nothing is feasible
+            continue
+        key = reason.removeprefix("excluded:")
+        if key == "quality_floor":
+            label = f"{dep.id} (q {quality[i]:g})"
+        elif key == "max_cost":
+            label = f"{dep.id} (${cost[i]:.6f})"
+        elif key == "max_latency":
+            label = f"{dep.id} ({latency[i] * 1000:.0f} ms)"
+        elif key == "context_window":
+            label = f"{dep.id} ({dep.context_window} tokens)"
+        else:
+            label = dep.id
+        groups.setdefault(key, []).append(label)
+    what = {
+        "model_not_in_policy": f"not in policy {policy.name!r}'s models",
+        "unhealthy": "unhealthy (circuit open)",
+        "context_window": f"context window below the {features.required_context} tokens needed "
+        f"({features.input_tokens} in + {features.output_tokens} out)",
+        "quality_floor": f"quality floor {policy.quality_floor:g} ({policy.floor_source})",
+        "max_cost": f"max cost ${policy.max_cost_usd}",
+        "max_latency": f"max latency {(policy.max_latency_s or 0) * 1000:g} ms",
+    }
+    parts = []
+    for key, names in groups.items():
+        label = what.get(key, f"no '{key.removeprefix('no_')}' capability")
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        parts.append(f"{label} excluded {shown}")
+    if not table.deployments:
+        parts.append("the catalog has no enabled deployment")
+    hint = (
+        "lower the floor (x-pareto-quality-floor), raise the ceilings "
+        "(x-pareto-max-cost-usd, x-pareto-max-latency-ms), or use a policy with best_effort"
+    )
+    return NoFeasibleDeploymentError(
+        f"no deployment can serve this request under policy {policy.name!r}: "
+        + "; ".join(parts)
+        + f". To route anyway: {hint}",
+        param="model",
+    )
+
+
+def plan_route(
+    table: CatalogTable,
+    features: Features,
+    policy: ResolvedPolicy,
+    *,
+    live: LiveView | None = None,
+    unavailable: Collection[str] = _NO_IDS,
+    quality: QualityEstimator | None = None,
+    sticky: Sticky | None = None,
+    explain: bool = False,
+) -> RoutePlan:
+    """The ordered plan for one request (see the module docstring).
+
+    ``unavailable``: deployment ids to exclude as ``excluded:unhealthy`` (e.g. open circuit
+    breakers). ``quality``: per-deployment quality predictor (default: catalog scores for the
+    request's category). ``explain``: also fill ``plan.candidates`` with one row per deployment.
+    Raises :class:`NoFeasibleDeploymentError` when nothing can serve and the policy is not
+    best effort.
+    """
+    q_arr = (
+        quality.estimate(table, features)
+        if quality is not None
+        else table.quality_for(features.category)
+    )
+    cost, latency = estimate_arrays(table, features, live, sticky)
+    hard, soft = _masks(table, features, policy, q_arr, cost, latency, unavailable)
+    feasible = hard & soft
+    best_effort = False
+    n_feasible = int(np.count_nonzero(feasible))
+    if n_feasible == 0 and unavailable:
+        # Every deployment that could serve is unhealthy: plan them anyway, so the walk
+        # answers with its retryable 503 (circuit_open), not a 4xx about the request.
+        hard, soft = _masks(table, features, policy, q_arr, cost, latency, _NO_IDS)
+        feasible = hard & soft
+        n_feasible = int(np.count_nonzero(feasible))
+        if n_feasible:
+            unavailable = _NO_IDS
+    if n_feasible == 0:
+        if policy.best_effort and hard.any():
+            feasible, best_effort = hard, True
+            n_feasible = int(np.count_nonzero(feasible))
+        else:
+            raise _no_feasible(
+                table,
+                features,
+                policy,
+                q_arr.tolist(),
+                cost.tolist(),
+                latency.tolist(),
+                unavailable,
+            )
+    utility = q_arr - policy.lambda_cost * cost - policy.lambda_latency * latency
+    masked = np.where(feasible, utility, -np.inf)
+    order = np.argsort(-masked, kind="stable")[:n_feasible]
+    idx: list[int] = order.tolist()
+    u: list[float] = masked[order].tolist()
+    q: list[float] = q_arr[order].tolist()
+    c: list[float] = cost[order].tolist()
+    lat: list[float] = latency[order].tolist()
+
+    limit = 1 + policy.max_fallbacks
+    dominated: dict[int, int] = {}  # position -> position of a dominator
+    chosen = 0
+    for k in range(n_feasible):
+        j = dominator_in(k, u, q, c, lat)
+        if j is None:
+            chosen = k
+            break
+        dominated[k] = j
+    deployments = table.deployments
+    chosen_dep = deployments[idx[chosen]]
+    entries = [
+        PlanEntry(
+            chosen_dep,
+            BEST_EFFORT if best_effort else CHOSEN,
+            c[chosen],
+            lat[chosen],
+            u[chosen],
+            q[chosen],
+        )
+    ]
+    taken = {chosen}
+    if limit > 1:
+        model = chosen_dep.model.name
+        for k in range(n_feasible):
+            if len(entries) >= limit:
+                break
+            if k not in taken and deployments[idx[k]].model.name == model:
+                entries.append(PlanEntry(deployments[idx[k]], SAME_MODEL, c[k], lat[k], u[k], q[k]))
+                taken.add(k)
+        tail: list[int] = []
+        for k in range(n_feasible):
+            if len(entries) >= limit:
+                break
+            if k in taken:
+                continue
+            if k not in dominated:
+                j = dominator_in(k, u, q, c, lat)
+                if j is not None:
+                    dominated[k] = j
+            if k in dominated:
+                tail.append(k)
+                continue
+            entries.append(PlanEntry(deployments[idx[k]], NEXT_BEST, c[k], lat[k], u[k], q[k]))
+            taken.add(k)
+        for k in tail:
+            if len(entries) >= limit:
+                break
+            entries.append(
+                PlanEntry(deployments[idx[k]], NEXT_BEST_DOMINATED, c[k], lat[k], u[k], q[k])
+            )
+            taken.add(k)
+
+    plan = RoutePlan(
+        entries=entries,
+        policy=policy.name,
+        quality_floor=policy.quality_floor,
+        features=features,
+        resolved=policy,
+        feasible=n_feasible,
+        best_effort=best_effort,
+    )
+    if explain:
+        plan.candidates = _candidates(
+            table, features, policy, q_arr, cost, latency, utility, feasible, plan, unavailable
+        )
+    return plan
+
+
+def _candidates(
+    table: CatalogTable,
+    features: Features,
+    policy: ResolvedPolicy,
+    q_arr: FloatArray,
+    cost: FloatArray,
+    latency: FloatArray,
+    utility: FloatArray,
+    feasible: BoolArray,
+    plan: RoutePlan,
+    unavailable: Collection[str],
+) -> list[Candidate]:
+    q, c, lat, u = q_arr.tolist(), cost.tolist(), latency.tolist(), utility.tolist()
+    ok = feasible.tolist()
+    feas_idx = [i for i in range(len(table)) if ok[i]]
+    on_frontier = frontier(
+        [q[i] for i in feas_idx], [c[i] for i in feas_idx], [lat[i] for i in feas_idx]
+    )
+    front = {i for i, f in zip(feas_idx, on_frontier, strict=True) if f}
+    in_plan = {e.deployment.id: n for n, e in enumerate(plan.entries)}
+    rows: list[Candidate] = []
+    for i, dep in enumerate(table.deployments):
+        detail: str | None = None
+        if dep.id in in_plan:
+            n = in_plan[dep.id]
+            status = "chosen" if n == 0 else "fallback"
+            detail = plan.entries[n].reason
+        elif ok[i]:
+            if i in front:
+                status, detail = "feasible", "on the frontier, past max_fallbacks"
+            else:
+                status = "dominated"
+                by = sorted(
+                    (c[j], table.ids[j])
+                    for j in front
+                    if c[j] <= c[i] and lat[j] <= lat[i] and q[j] >= q[i]
+                )
+                detail = "by " + ", ".join(name for _, name in by[:3]) if by else None
+        else:
+            status = (
+                exclusion(table, i, features, policy, q[i], c[i], lat[i], unavailable)
+                or "excluded:best_effort"
+            )
+        rows.append(Candidate(dep.id, dep.model.name, q[i], c[i], lat[i], u[i], status, detail))
+    rows.sort(key=lambda r: (_rank(r.status), -r.utility))
+    return rows
+
+
+def _rank(status: str) -> int:
+    return {"chosen": 0, "fallback": 1, "feasible": 2, "dominated": 3}.get(status, 4)

@@ -1,0 +1,122 @@
+"""Per-catalog arrays, built once per (re)load so a routing decision is a few vector ops.
+
+:class:`CatalogTable` lines every enabled deployment up by index: prices (USD per token),
+static TTFT and 1/decode speed, context windows, quality per task category, capability and
+model masks. Everything that does not depend on the request is computed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from itertools import combinations
+
+import numpy as np
+import numpy.typing as npt
+
+from app.catalog.model import Catalog, Deployment
+from app.catalog.spec import CATEGORIES
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+CAPABILITIES = ("tools", "vision", "json", "logprobs")
+
+
+class CatalogTable:
+    """Column arrays over ``catalog.deployments`` (index i = ``deployments[i]``)."""
+
+    __slots__ = (
+        "catalog",
+        "deployments",
+        "ids",
+        "index",
+        "model_names",
+        "providers",
+        "price_input",
+        "price_cached_input",
+        "price_output",
+        "ttft_s",
+        "inv_tps",
+        "context_window",
+        "max_output_tokens",
+        "_quality",
+        "_caps",
+        "_models",
+        "_by_model",
+        "all_true",
+    )
+
+    def __init__(self, catalog: Catalog) -> None:
+        deps: tuple[Deployment, ...] = catalog.deployments
+        self.catalog = catalog
+        self.deployments = deps
+        self.ids: tuple[str, ...] = tuple(d.id for d in deps)
+        self.index: dict[str, int] = {d.id: i for i, d in enumerate(deps)}
+        self.model_names: tuple[str, ...] = tuple(d.model.name for d in deps)
+        self.providers: tuple[str, ...] = tuple(d.provider for d in deps)
+        self.price_input = _floats(d.price_input for d in deps)
+        self.price_cached_input = _floats(d.price_cached_input for d in deps)
+        self.price_output = _floats(d.price_output for d in deps)
+        self.ttft_s = _floats(d.ttft_s for d in deps)
+        self.inv_tps = _floats(1.0 / d.decode_tps for d in deps)
+        self.context_window = _floats(d.context_window for d in deps)
+        self.max_output_tokens = _floats(d.model.max_output_tokens for d in deps)
+        self._quality: dict[str | None, FloatArray] = {None: _floats(d.model.quality for d in deps)}
+        for category in CATEGORIES:
+            self._quality[category] = _floats(d.model.quality_for(category) for d in deps)
+        self._caps: dict[frozenset[str], BoolArray] = {}
+        for r in range(len(CAPABILITIES) + 1):
+            for combo in combinations(CAPABILITIES, r):
+                need = frozenset(combo)
+                self._caps[need] = np.fromiter(
+                    (need <= d.capabilities for d in deps), dtype=np.bool_, count=len(deps)
+                )
+        self._by_model: dict[str, tuple[int, ...]] = {}
+        for i, d in enumerate(deps):
+            self._by_model[d.model.name] = (*self._by_model.get(d.model.name, ()), i)
+        self._models: dict[frozenset[str], BoolArray] = {}
+        self.all_true: BoolArray = np.ones(len(deps), dtype=np.bool_)
+
+    def __len__(self) -> int:
+        return len(self.deployments)
+
+    def quality_for(self, category: str | None) -> FloatArray:
+        """Each deployment's model quality for a task category (overall when unknown)."""
+        return self._quality.get(category, self._quality[None])
+
+    def capability_mask(self, needs: frozenset[str]) -> BoolArray:
+        """Deployments that have every capability in ``needs``."""
+        mask = self._caps.get(needs)
+        if mask is None:  # a capability outside the known set: nobody has it
+            mask = np.fromiter(
+                (needs <= d.capabilities for d in self.deployments),
+                dtype=np.bool_,
+                count=len(self.deployments),
+            )
+            self._caps[needs] = mask
+        return mask
+
+    def model_mask(self, models: frozenset[str] | None) -> BoolArray:
+        """Deployments whose model is in ``models`` (all when ``None``); memoised."""
+        if models is None:
+            return self.all_true
+        mask = self._models.get(models)
+        if mask is None:
+            mask = np.fromiter(
+                (name in models for name in self.model_names),
+                dtype=np.bool_,
+                count=len(self.model_names),
+            )
+            self._models[models] = mask
+        return mask
+
+    def deployments_of(self, model: str) -> tuple[int, ...]:
+        """Indexes of a model's deployments."""
+        return self._by_model.get(model, ())
+
+    def expand_models(self, by_model: Mapping[str, float], default: float = 0.0) -> FloatArray:
+        """A per-model score mapping (e.g. a learned quality predictor's) as a column."""
+        return _floats(by_model.get(name, default) for name in self.model_names)
+
+
+def _floats(values: Iterable[float]) -> FloatArray:
+    return np.fromiter(values, dtype=np.float64)
