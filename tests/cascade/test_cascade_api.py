@@ -247,3 +247,45 @@ async def test_cascade_policies_are_listed_and_unknown_tiers_disable_them(stack)
     # The shipped `cascade` policy names gpt-oss-120b, which this small catalog lacks.
     assert "cascade" not in ids
     assert "gpt-oss-120b" in s.gateway.catalog.disabled["policy cascade"]
+
+
+STREAM_CASES = [
+    e for e in ESCALATIONS if e[0] in ("low_confidence", "tier_timeout", "judge_rejected")
+]
+STREAM_CASES.append(("invalid_json", chat("Weather? [sim:invalid_json@mini@a]", tools=TOOLS)))
+
+
+@pytest.mark.parametrize(("reason", "body"), STREAM_CASES, ids=[e[0] for e in STREAM_CASES])
+async def test_stream_escalation_reasons(stack, reason, body) -> None:
+    s = await stack()
+    r = await s.client.post(URL, json={**body, "stream": True})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-pareto-escalation-reason"] == reason
+    assert r.headers["x-pareto-tier"] == "2" and "x-pareto-fallback-reason" not in r.headers
+    chunks = sse(r.text)
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "tool_calls")
+    (rec,) = s.records
+    assert rec.escalation_reason == reason and rec.fallback_reason is None
+    assert rec.cost_usd == pytest.approx(sum(t["cost_usd"] for t in rec.tiers), rel=1e-12)
+
+
+async def test_stream_failover_inside_the_cheap_tier(stack) -> None:
+    s = await stack()
+    r = await s.client.post(URL, json=chat("Hello [sim:error=500@mini@a]", stream=True))
+    assert r.headers["x-pareto-tier"] == "1"
+    assert r.headers["x-pareto-deployment"] == "mini@b"
+    assert r.headers["x-pareto-fallback-reason"] == "upstream_5xx"
+    assert "x-pareto-escalation-reason" not in r.headers
+    assert streamed_text(sse(r.text))
+    assert s.requests_to("strong@sim") == 0
+
+
+async def test_failover_and_escalation_in_one_request_keep_both_labels(stack) -> None:
+    s = await stack()
+    r = await s.client.post(URL, json=chat("Hm [sim:error=500@mini@a] [sim:low_confidence@mini@b]"))
+    assert r.headers["x-pareto-fallback-reason"] == "upstream_5xx"
+    assert r.headers["x-pareto-escalation-reason"] == "low_confidence"
+    assert r.headers["x-pareto-tier"] == "2"
+    (rec,) = s.records
+    assert rec.tiers[0]["deployment"] == "mini@b"
+    assert [a["deployment"] for a in rec.attempt_log] == ["mini@a", "mini@b", "strong@sim"]
