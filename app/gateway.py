@@ -16,7 +16,14 @@ import orjson
 from app.auth.access import allowed_models
 from app.auth.config import ApiKey
 from app.auth.guard import Ticket
-from app.cascade.driver import Accepted, BodyFor, CascadeDriver, cascade_headers, note_served
+from app.cascade.driver import (
+    Accepted,
+    BodyFor,
+    CascadeDriver,
+    cascade_headers,
+    note_failed,
+    note_served,
+)
 from app.cascade.replay import completion_events
 from app.catalog.model import Catalog, Deployment, Policy
 from app.errors import GatewayError, UpstreamError
@@ -237,6 +244,7 @@ class Gateway:
             try:
                 return await self._cascade(catalog, cascade, body, ctx)
             except GatewayError as exc:
+                note_failed(ctx.record)
                 self._emit_failure(ctx, exc)
                 raise
         ctx.session = await self.sessions.lookup(body, ctx.headers)

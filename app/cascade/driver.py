@@ -271,6 +271,12 @@ def note_served(rec: Record, deployment: str, model: str, cost_usd: float) -> No
     item.setdefault("model", model)
 
 
+def note_failed(rec: Record) -> None:
+    """The request failed in its current tier (e.g. every deployment of the last tier)."""
+    if rec.tiers and rec.tiers[-1].get("outcome") in (None, "served"):
+        rec.tiers[-1]["outcome"] = "failed"
+
+
 def cascade_headers(rec: Record) -> dict[str, str]:
     """Response headers naming the tier that answered and why cheaper tiers did not."""
     if not rec.tiers:

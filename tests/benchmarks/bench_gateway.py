@@ -114,11 +114,15 @@ def bench_config(upstream: str, features: str, redis_url: str | None) -> dict[st
     }
     if features == "full":
         # Auth on with budget and rate-limit accounting (limits far above what the run uses).
-        config["auth"] = {"keys": {"bench": {
-            "hash": hash_key(BENCH_KEY),
-            "budget": {"daily_usd": 1e6, "monthly_usd": 1e7},
-            "rate_limit": {"requests_per_minute": 10_000_000, "tokens_per_minute": 10**10},
-        }}}
+        config["auth"] = {
+            "keys": {
+                "bench": {
+                    "hash": hash_key(BENCH_KEY),
+                    "budget": {"daily_usd": 1e6, "monthly_usd": 1e7},
+                    "rate_limit": {"requests_per_minute": 10_000_000, "tokens_per_minute": 10**10},
+                }
+            }
+        }
     else:
         config["auth"] = {"enabled": False}
     return config

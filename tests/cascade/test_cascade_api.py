@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from app.auth.config import generate_key, hash_key
 from tests.cascade.conftest import cascade_config
 
 URL = "/v1/chat/completions"
@@ -289,3 +290,65 @@ async def test_failover_and_escalation_in_one_request_keep_both_labels(stack) ->
     (rec,) = s.records
     assert rec.tiers[0]["deployment"] == "mini@b"
     assert [a["deployment"] for a in rec.attempt_log] == ["mini@a", "mini@b", "strong@sim"]
+
+
+async def test_three_tiers_escalate_twice_and_pay_for_each(stack) -> None:
+    config = cascade_config()
+    config["policies"]["tiered"]["cascade"]["tiers"] = [
+        {"model": "mini"},
+        {"model": "judge"},
+        {"model": "strong"},
+    ]
+    s = await stack(config)
+    r = await s.client.post(
+        URL, json=chat("Q [sim:refuse@mini@a] [sim:tokens=30@judge@sim]", max_tokens=20)
+    )
+    assert r.headers["x-pareto-tier"] == "3" and r.headers["x-pareto-tiers-tried"] == "3"
+    assert r.headers["x-pareto-escalation-reason"] == "refusal"  # the first escalation
+    (rec,) = s.records
+    assert [(t["outcome"], t.get("escalation_reason")) for t in rec.tiers] == [
+        ("escalated", "refusal"),
+        ("escalated", "truncated"),
+        ("served", None),
+    ]
+    assert all(t["cost_usd"] > 0 for t in rec.tiers)
+    assert rec.cost_usd == pytest.approx(sum(t["cost_usd"] for t in rec.tiers), rel=1e-12)
+
+
+async def test_a_tier_can_be_a_routed_sub_policy(stack) -> None:
+    config = cascade_config()
+    config["policies"]["tiered"]["cascade"]["tiers"] = [{"policy": "cheap"}, {"model": "strong"}]
+    s = await stack(config)
+    r = await s.client.post(URL, json=chat("Hello"))
+    assert r.headers["x-pareto-tier"] == "1" and r.headers["x-pareto-tier-target"] == "cheap"
+    assert r.headers["x-pareto-policy"] == "tiered"
+    assert r.headers["x-pareto-model"] != "strong"
+
+
+async def test_last_tier_failing_is_an_error_with_the_tiers_recorded(stack) -> None:
+    s = await stack()
+    r = await s.client.post(URL, json=chat("Q [sim:refuse@mini@a] [sim:error=503@strong@sim]"))
+    assert r.status_code == 503, r.text
+    assert "strong@sim" in r.json()["error"]["message"]
+    (rec,) = s.records
+    assert [t["outcome"] for t in rec.tiers] == ["escalated", "failed"]
+    assert rec.escalation_reason == "refusal" and rec.fallback_reason == "upstream_5xx"
+    assert rec.cost_usd == pytest.approx(rec.tiers[0]["cost_usd"], rel=1e-12)
+
+
+async def test_gateway_keys_limit_cascades_and_their_tiers(stack) -> None:
+    full, mini_only = generate_key(), generate_key()
+    config = cascade_config()
+    config["auth"] = {
+        "enabled": True,
+        "keys": {
+            "full": {"hash": hash_key(full)},
+            "no-cascade": {"hash": hash_key(mini_only), "policies": ["cheap"], "models": ["mini"]},
+        },
+    }
+    s = await stack(config)
+    auth = {"authorization": f"Bearer {mini_only}"}
+    r = await s.client.post(URL, json=chat("Hello"), headers=auth)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+    r = await s.client.post(URL, json=chat("Hello"), headers={"authorization": f"Bearer {full}"})
+    assert r.status_code == 200 and r.headers["x-pareto-tier"] == "1"
