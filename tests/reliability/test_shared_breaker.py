@@ -63,7 +63,8 @@ def test_breaker_opened_by_one_gateway_sheds_traffic_on_the_other(
                 r = httpx.post(f"{gw_a.url}/v1/chat/completions", json=body, timeout=10)
                 assert r.status_code == 200
                 assert r.headers["x-pareto-fallback-reason"] == "connection_error"
-            # Gateway B never called m@down, yet skips it: A's failures opened the breaker.
+            # Gateway B never called m@down, yet skips it: A's failures opened the shared
+            # breaker (B's router still planned m@down; the walk's atomic check in Redis said no).
             r = httpx.post(f"{gw_b.url}/v1/chat/completions", json=body, timeout=10)
             assert r.status_code == 200
             assert r.headers["x-pareto-fallback-reason"] == "circuit_open"
