@@ -98,10 +98,13 @@ class OpenAICompatProvider:
                 f"{dep.base_url}/chat/completions",
                 self._payload(call, stream=False),
                 upstream_headers(call),
-                Timeouts(call.connect_timeout_s, call.total_timeout_s),
+                # The read timeout bounds the wait for the answer's first byte: the reliability
+                # walk's budget (first-token timeout + expected decode time); the walk bounds
+                # the whole attempt (total timeout) itself.
+                Timeouts(call.connect_timeout_s, call.first_token_timeout_s),
             )
         except TransportError as exc:
-            raise map_transport_error(exc, dep.id, started=True) from exc
+            raise map_transport_error(exc, dep.id, started=False) from exc
         elapsed = time.perf_counter() - start
         if response.status >= 400:
             raise error_from_status(
