@@ -58,7 +58,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         holdout=args.holdout,
         dim=args.dim,
-        config=TrainConfig(l2=args.l2, steps=args.steps, learning_rate=args.learning_rate),
+        config=TrainConfig(
+            l2=args.l2,
+            steps=args.steps,
+            learning_rate=args.learning_rate,
+            rank=args.rank,
+            seed=args.seed,
+        ),
         target_strong_share=args.target_strong_share,
         target_quality=args.target_quality,
     )
@@ -100,7 +106,102 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument("--l2", type=float, default=1e-4)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument(
+        "--rank",
+        type=int,
+        default=0,
+        help="0 = a free linear head per model; k > 0 = heads share k learned directions",
+    )
     p.add_argument("--target-strong-share", type=float, help="calibrate to this strong share")
     p.add_argument("--target-quality", type=float, help="calibrate to this mean quality (0-1)")
     p.add_argument("--report", help="also write the report as JSON here")
     p.set_defaults(func=cmd_train)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``pareto eval DATASET…``."""
+    from app.evaluation.evaluate import EvalOptions, evaluate_dataset
+    from app.evaluation.gateway_router import DEFAULT_POLICIES
+    from app.evaluation.report import plot, print_table
+    from app.evaluation.training import TrainConfig
+
+    options = EvalOptions(
+        routers=tuple(args.router or ("heuristic", "learned")),
+        router_file=Path(args.router_file) if args.router_file else None,
+        folds=args.folds,
+        seed=args.seed,
+        limit=args.limit,
+        policies_file=Path(args.policies) if args.policies else DEFAULT_POLICIES,
+        policy=args.policy,
+        floor=args.floor,
+        dim=args.dim,
+        train=TrainConfig(
+            l2=args.l2,
+            steps=args.steps,
+            learning_rate=args.learning_rate,
+            rank=args.rank,
+            seed=args.seed,
+        ),
+    )
+    docs = []
+    for i, path in enumerate(args.datasets):
+        try:
+            result = evaluate_dataset(Path(path), options, args.models)
+        except (OfflineError, ValueError) as exc:
+            print(f"pareto eval: {exc}", file=sys.stderr)
+            return 2
+        print_table(sys.stdout, result.name, result.rows, result.split, result.baselines,
+                    result.results)
+        docs.append(result.doc)
+        if args.plot:
+            target = Path(args.plot)
+            if len(args.datasets) > 1:
+                target = target.with_name(f"{target.stem}-{result.name}{target.suffix or '.png'}")
+            plot(target, result.name, result.split, result.baselines, result.results)
+            print(f"\n  plot: {target}")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"datasets": docs}, indent=2) + "\n")
+        print(f"\nwrote {args.output}")
+    return 0
+
+
+def add_eval_parser(sub: Any) -> None:
+    """Register ``pareto eval``."""
+    p = sub.add_parser(
+        "eval",
+        help="score routers on routing datasets (cost-quality curves, RouteLLM metrics)",
+        description="Runs the gateway's routing (features → policy → plan) on every row of "
+        "each dataset, sweeping lambda_cost, and reports against the dataset's baselines. "
+        "Only rows the learned router was not trained on are scored.",
+    )
+    p.add_argument("datasets", nargs="+", help=".jsonl / .jsonl.gz datasets")
+    p.add_argument("--models", help="model table (default: <family>-models.json beside it)")
+    p.add_argument(
+        "--router",
+        action="append",
+        choices=("heuristic", "learned"),
+        help="router(s) to evaluate (repeatable; default: both)",
+    )
+    p.add_argument(
+        "--router-file",
+        help="a `pareto train` file for the learned router (else it is cross-fitted here)",
+    )
+    p.add_argument("--folds", type=int, default=5, help="folds when cross-fitting")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="evaluate a seeded sample of this many rows")
+    p.add_argument("--policies", help="policies file (default: config/policies.yaml)")
+    p.add_argument("--policy", default="auto", help="policy whose floor and rules apply")
+    p.add_argument("--floor", help="override the policy's quality floor: a number, or none")
+    p.add_argument("--dim", type=int, default=1 << 17)
+    p.add_argument("--l2", type=float, default=1e-4)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument(
+        "--rank",
+        type=int,
+        default=0,
+        help="0 = a free linear head per model; k > 0 = heads share k learned directions",
+    )
+    p.add_argument("-o", "--output", help="write the results as JSON here")
+    p.add_argument("--plot", help="write a PNG of the curves here")
+    p.set_defaults(func=cmd_eval)

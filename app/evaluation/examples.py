@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from app.errors import DatasetError
 from app.evaluation.dataset import Dataset, iter_jsonl, load_dataset
 from app.routing.learned import SparseFeatures, featurize
@@ -30,11 +32,12 @@ def is_feedback_file(path: Path) -> bool:
 
 def from_dataset(dataset: Dataset, dim: int) -> list[Example]:
     """Every row, every model labelled."""
+    cache: dict[str, int] = {}
     return [
         Example(
             id=f"{dataset.name}/{row.id}",
             source=dataset.name,
-            features=featurize(row.messages, dim),
+            features=featurize(row.messages, dim, cache),
             labels=dict(zip(dataset.models, row.scores, strict=True)),
         )
         for row in dataset.rows
@@ -53,8 +56,8 @@ def from_feedback(path: Path, dim: int) -> list[Example]:
                     f"router uses {dim}; train with --dim {hashed['dim']}"
                 )
             features = SparseFeatures(
-                tuple(int(i) for i in hashed["indices"]),
-                tuple(float(v) for v in hashed["values"]),
+                np.asarray(hashed["indices"], dtype=np.int64),
+                np.asarray(hashed["values"], dtype=np.float32),
             )
             out.append(
                 Example(

@@ -26,7 +26,7 @@ Floats = npt.NDArray[np.float64]
 # λ_cost in quality points (0-100) per USD: 0 = quality only, 1e12 = cost only.
 LAMBDAS: tuple[float, ...] = (0.0, *np.logspace(-1, 12, 53).tolist())
 LOG_LO, LOG_HI = -2.0, 13.0
-BISECTION_STEPS = 24
+BISECTION_STEPS = 16
 
 
 class Decider(Protocol):
@@ -102,17 +102,17 @@ def run(
             shares.append(float(to_strong.mean()))
         cq = envelope.evaluate(points, base.anchors)
         return RouterResult(decider.name, tuple(lambdas), tuple(points), cq, two, tuple(shares))
-    points = []
-    for lam in lambdas:
-        choice = np.fromiter((decider.decide(i, lam) for i in range(n)), dtype=np.int64, count=n)
-        points.append(a.point(choice))
+    choices = np.empty((len(lambdas), n), dtype=np.int64)
+    for i in range(n):
+        for k, lam in enumerate(lambdas):
+            choices[k, i] = decider.decide(i, lam)
         if progress is not None:
-            progress.advance(n)
+            progress.advance()
+    points = [a.point(choices[k]) for k in range(len(lambdas))]
     cq = envelope.evaluate(points, base.anchors)
     return RouterResult(decider.name, tuple(lambdas), tuple(points), cq, None, None)
 
 
-def work_units(a: Arrays, lambdas: Sequence[float] = LAMBDAS) -> int:
-    """How many progress steps :func:`run` takes."""
-    n, n_models = a.quality.shape
-    return int(n if n_models == 2 else n * len(lambdas))
+def work_units(a: Arrays) -> int:
+    """How many progress steps :func:`run` takes (one per row)."""
+    return a.n

@@ -48,16 +48,20 @@ class TrainConfig:
     """Hyper-parameters of one fit."""
 
     l2: float = 1e-4
-    steps: int = 200
+    steps: int = 150
     learning_rate: float = 0.05
+    rank: int = 0  # 0 = one free head per model; k > 0 = W factorised as V (dim×k) · A (k×M)
+    seed: int = 0
 
 
 def matrix(features: Sequence[SparseFeatures], dim: int) -> Matrix:
     """Stack sparse feature rows into a CSR matrix."""
     lengths = np.fromiter((len(f.indices) for f in features), dtype=np.int64, count=len(features))
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    indices = np.fromiter((i for f in features for i in f.indices), dtype=np.int64)
-    values = np.fromiter((v for f in features for v in f.values), dtype=np.float32)
+    if not features:
+        return Matrix(np.zeros(0, np.int64), np.zeros(0, np.float32), indptr, dim)
+    indices = np.concatenate([np.asarray(f.indices, dtype=np.int64) for f in features])
+    values = np.concatenate([np.asarray(f.values, dtype=np.float32) for f in features])
     return Matrix(indices, values, indptr, dim)
 
 
@@ -86,34 +90,84 @@ def fit(
     config: TrainConfig,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Floats, Floats]:
-    """Weights ``(dim × models)`` and biases minimising masked cross-entropy + L2."""
+    """Weights ``(dim × models)`` and biases minimising masked cross-entropy + L2.
+
+    Buckets no training row uses get a zero gradient and stay at zero, so the fit runs on
+    the used buckets only (renumbered densely) and scatters the result back.
+    """
+    used, compact = np.unique(x.indices, return_inverse=True)
+    dense = Matrix(compact.astype(np.int64), x.values, x.indptr, len(used))
+    w_used, b = _fit_dense(dense, y, mask, config, progress)
+    w = np.zeros((x.dim, y.shape[1]))
+    w[used] = w_used
+    return w, b
+
+
+def _adam(
+    params: list[Floats], grads: list[Floats], m1: list[Floats], m2: list[Floats], step: int,
+    rate: float,
+) -> None:
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
+        m1[i] = beta1 * m1[i] + (1 - beta1) * grad
+        m2[i] = beta2 * m2[i] + (1 - beta2) * grad * grad
+        mhat = m1[i] / (1 - beta1**step)
+        vhat = m2[i] / (1 - beta2**step)
+        param -= rate * mhat / (np.sqrt(vhat) + eps)
+
+
+def _xt(x: Matrix, row_of: Ints, vals: Floats, g: Floats) -> Floats:
+    """``X^T g`` for a dense ``g`` (rows × columns)."""
+    out = np.empty((x.dim, g.shape[1]))
+    for m in range(g.shape[1]):
+        out[:, m] = np.bincount(x.indices, weights=vals * g[row_of, m], minlength=x.dim)
+    return out
+
+
+def _fit_dense(
+    x: Matrix,
+    y: Floats,
+    mask: Floats,
+    config: TrainConfig,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[Floats, Floats]:
     n_models = y.shape[1]
-    w = np.zeros((x.dim, n_models))
     counts = np.maximum(mask.sum(axis=0), 1.0)
     rate = np.clip((y * mask).sum(axis=0) / counts, 1e-3, 1 - 1e-3)
     b = np.log(rate / (1 - rate))
     row_of = np.repeat(np.arange(x.n_rows), np.diff(x.indptr))
     vals = x.values.astype(np.float64)
-    params = [w, b]
+    if config.rank > 0:
+        rng = np.random.default_rng(config.seed)
+        v = rng.normal(0.0, 0.01, (x.dim, config.rank))
+        a = rng.normal(0.0, 0.1, (config.rank, n_models))
+        params = [v, a, b]
+    else:
+        w = np.zeros((x.dim, n_models))
+        params = [w, b]
     m1 = [np.zeros_like(p) for p in params]
     m2 = [np.zeros_like(p) for p in params]
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
     for step in range(1, config.steps + 1):
-        p = 1.0 / (1.0 + np.exp(-_logits(x, w, b)))
+        if config.rank > 0:
+            h = _logits(x, v, np.zeros(config.rank))  # X·V, rows × rank
+            z = h @ a + b
+        else:
+            z = _logits(x, w, b)
+        p = 1.0 / (1.0 + np.exp(-z))
         g = (p - y) * mask / counts
-        gw = np.empty_like(w)
-        for m in range(n_models):
-            gw[:, m] = np.bincount(x.indices, weights=vals * g[row_of, m], minlength=x.dim)
-        gw += config.l2 * w
-        grads = [gw, g.sum(axis=0)]
-        for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
-            m1[i] = beta1 * m1[i] + (1 - beta1) * grad
-            m2[i] = beta2 * m2[i] + (1 - beta2) * grad * grad
-            mhat = m1[i] / (1 - beta1**step)
-            vhat = m2[i] / (1 - beta2**step)
-            param -= config.learning_rate * mhat / (np.sqrt(vhat) + eps)
+        if config.rank > 0:
+            grads = [
+                _xt(x, row_of, vals, g @ a.T) + config.l2 * v,
+                h.T @ g + config.l2 * a,
+                g.sum(axis=0),
+            ]
+        else:
+            grads = [_xt(x, row_of, vals, g) + config.l2 * w, g.sum(axis=0)]
+        _adam(params, grads, m1, m2, step, config.learning_rate)
         if progress is not None:
             progress(step, config.steps)
+    if config.rank > 0:
+        return v @ a, b
     return w, b
 
 

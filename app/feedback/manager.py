@@ -31,6 +31,7 @@ class Feedback:
         self.recent = recent
         self.log = log
         self.dim = dim
+        self._words: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:
@@ -49,7 +50,7 @@ class Feedback:
         """Keep what a later score needs (called once the request has been served)."""
         if self.recent is None:
             return
-        hashed = featurize(body.get("messages") or [], self.dim)
+        hashed = featurize(body.get("messages") or [], self.dim, self._words)
         heuristic = features.to_dict() if hasattr(features, "to_dict") else None
         entry = {
             "model": model,
@@ -58,8 +59,8 @@ class Feedback:
             "features": heuristic,
             "hashed": {
                 "dim": self.dim,
-                "indices": list(hashed.indices),
-                "values": [round(v, 6) for v in hashed.values],
+                "indices": hashed.indices.tolist(),
+                "values": [round(v, 6) for v in hashed.values.tolist()],
             },
         }
         await self.recent.put(request_id, orjson.dumps(entry))

@@ -29,17 +29,21 @@ from app.tokens import content_text
 FORMAT_VERSION = 1
 DEFAULT_DIM = 1 << 17
 # Long prompts are read from both ends only, so the cost per request is bounded.
-HEAD_CHARS = 6000
-TAIL_CHARS = 2000
+HEAD_CHARS = 2000
+TAIL_CHARS = 500
+# Word → CRC-32 memo bound (per scorer / per training run): words repeat, hashing does not.
+MAX_CACHED_WORDS = 200_000
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+_START = 0x9E3779B9
+_MIX = 0x01000193
 
 
 @dataclass(frozen=True, slots=True)
 class SparseFeatures:
-    """Hashed bucket indices with their (L2-normalised) values."""
+    """Hashed bucket indices (int64, sorted, unique) with L2-normalised float32 values."""
 
-    indices: tuple[int, ...]
-    values: tuple[float, ...]
+    indices: Any
+    values: Any
 
 
 def request_text(messages: Iterable[Mapping[str, Any]]) -> tuple[str, int, tuple[str, ...]]:
@@ -53,38 +57,62 @@ def request_text(messages: Iterable[Mapping[str, Any]]) -> tuple[str, int, tuple
     return text, len(text), tuple(roles)
 
 
-def featurize(messages: Iterable[Mapping[str, Any]], dim: int = DEFAULT_DIM) -> SparseFeatures:
-    """Hashed, L2-normalised unigram + bigram + shape features of a request."""
-    text, n_chars, roles = request_text(messages)
-    if n_chars > HEAD_CHARS + TAIL_CHARS:
-        text = text[:HEAD_CHARS] + " " + text[-TAIL_CHARS:]
-    words = _TOKEN.findall(text.lower())
-    counts: dict[int, float] = {}
-    crc = zlib.crc32
-    prev = "<s>"
-    for word in words:
-        for gram in (word, prev + " " + word):
-            h = crc(gram.encode()) % dim
-            counts[h] = counts.get(h, 0.0) + 1.0
-        prev = word
+def _shape_tokens(n_chars: int, roles: tuple[str, ...]) -> list[str]:
     shape = [
         f"__len{int(math.log2(n_chars + 1))}",
         f"__msgs{min(len(roles), 8)}",
         f"__last_{roles[-1] if roles else 'none'}",
     ]
     shape.extend(f"__role_{r}" for r in sorted(set(roles)))
-    for token in shape:
-        h = crc(token.encode()) % dim
-        counts[h] = counts.get(h, 0.0) + 1.0
-    norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
-    keys = tuple(sorted(counts))
-    return SparseFeatures(keys, tuple(counts[k] / norm for k in keys))
+    return shape
+
+
+def featurize(
+    messages: Iterable[Mapping[str, Any]],
+    dim: int = DEFAULT_DIM,
+    cache: dict[str, int] | None = None,
+) -> SparseFeatures:
+    """Hashed, L2-normalised unigram + bigram + shape features of a request.
+
+    Unigrams are ``crc32(word)``; a bigram mixes its two words' hashes arithmetically (no
+    string building); all are reduced modulo ``dim``. ``cache`` memoises word hashes.
+    """
+    import numpy as np
+
+    text, n_chars, roles = request_text(messages)
+    if n_chars > HEAD_CHARS + TAIL_CHARS:
+        text = text[:HEAD_CHARS] + " " + text[-TAIL_CHARS:]
+    words = _TOKEN.findall(text.lower())
+    memo = cache if cache is not None else {}
+    crc = zlib.crc32
+    ids = []
+    for word in words:
+        h = memo.get(word)
+        if h is None:
+            h = crc(word.encode())
+            if len(memo) < MAX_CACHED_WORDS:
+                memo[word] = h
+        ids.append(h)
+    uni = np.array(ids, dtype=np.uint64)
+    prev = np.empty_like(uni)
+    if len(uni):
+        prev[0] = _START
+        prev[1:] = uni[:-1]
+    bi = (prev * np.uint64(_MIX) + uni + np.uint64(1)) & np.uint64(0xFFFFFFFF)
+    shape = np.array(
+        [crc(t.encode()) for t in _shape_tokens(n_chars, roles)], dtype=np.uint64
+    )
+    buckets = np.concatenate([uni, bi, shape]) % np.uint64(dim)
+    idx, counts = np.unique(buckets.astype(np.int64), return_counts=True)
+    values = counts.astype(np.float32)
+    values /= np.float32(np.sqrt(float(np.dot(values, values))))
+    return SparseFeatures(idx, values)
 
 
 class LearnedScorer:
     """Per-model quality predictions from a trained router file (see module docstring)."""
 
-    __slots__ = ("_b", "_np", "_w", "dim", "index", "meta", "models")
+    __slots__ = ("_b", "_cache", "_np", "_w", "dim", "index", "meta", "models")
 
     def __init__(self, weights: Any, bias: Any, models: tuple[str, ...], meta: dict[str, Any]):
         import numpy as np
@@ -96,6 +124,7 @@ class LearnedScorer:
         self.index = {m: i for i, m in enumerate(models)}
         self.dim = int(self._w.shape[0])
         self.meta = meta
+        self._cache: dict[str, int] = {}
 
     @classmethod
     def load(cls, path: Path | str) -> LearnedScorer:
@@ -131,14 +160,32 @@ class LearnedScorer:
     def predict_features(self, features: SparseFeatures) -> Any:
         """Predicted quality per model (numpy array in ``self.models`` order)."""
         np = self._np
-        z = self._b.copy()
-        if features.indices:
-            idx = np.fromiter(features.indices, dtype=np.int64, count=len(features.indices))
-            vals = np.fromiter(features.values, dtype=np.float32, count=len(features.values))
-            z += vals @ self._w[idx]
+        z = self._b + features.values @ self._w[features.indices]
         return 1.0 / (1.0 + np.exp(-z))
 
     def predict(self, messages: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         """``{model: predicted quality}`` for a request's messages."""
-        q = self.predict_features(featurize(messages, self.dim))
+        q = self.predict_features(featurize(messages, self.dim, self._cache))
         return {m: float(q[i]) for i, m in enumerate(self.models)}
+
+
+class LearnedQuality:
+    """The routing plan's quality estimate for one request, from a learned scorer.
+
+    Deployments of models the scorer predicts get ``100 × predicted quality`` (the catalog's
+    0-100 scale); any other deployment keeps the catalog's quality for the request's category.
+    Implements the routing package's ``QualityEstimator`` protocol.
+    """
+
+    __slots__ = ("_np", "predicted")
+
+    def __init__(self, scorer: LearnedScorer, messages: Iterable[Mapping[str, Any]]) -> None:
+        import numpy as np
+
+        self._np = np
+        self.predicted = {m: 100.0 * q for m, q in scorer.predict(messages).items()}
+
+    def estimate(self, table: Any, features: Any) -> Any:
+        np = self._np
+        known = table.expand_models(self.predicted, default=np.nan)
+        return np.where(np.isnan(known), table.quality_for(features.category), known)

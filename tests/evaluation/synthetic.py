@@ -69,3 +69,35 @@ def write_dataset(
         path = folder / f"{name}.jsonl"
         path.write_text(text)
     return path
+
+
+THREE_MODEL_PRICES = {
+    "big": {"input_usd_per_mtok": 10.0, "output_usd_per_mtok": 30.0, "source": "test"},
+    "mid": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 3.0, "source": "test"},
+    "small": {"input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.1, "source": "test"},
+}
+
+
+def three_model_rows(n: int, seed: int = 2) -> list[dict[str, Any]]:
+    """Hard prompts: only big; medium ("explain"-ish topic words): big and mid; easy: all."""
+    rng = random.Random(seed)
+    medium = ["summarise", "compare", "translate", "outline", "classify", "extract", "rewrite"]
+    rows = []
+    for i in range(n):
+        kind = rng.random()
+        if kind < 0.3:
+            text, s = _prompt(rng, HARD), {"big": 1.0, "mid": 0.0, "small": 0.0}
+        elif kind < 0.6:
+            text, s = _prompt(rng, medium), {"big": 1.0, "mid": 1.0, "small": 0.0}
+        else:
+            text, s = _prompt(rng, EASY), {"big": 1.0, "mid": 1.0, "small": 1.0}
+        rows.append(
+            {
+                "id": f"tri-{i}",
+                "messages": [{"role": "user", "content": text}],
+                "scores": s,
+                "output_tokens": {"big": 50, "mid": 50, "small": 50},
+                "tags": {"source": "synthetic"},
+            }
+        )
+    return rows

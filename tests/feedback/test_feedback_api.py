@@ -50,7 +50,7 @@ async def test_feedback_stores_features_model_and_score(app_client, tmp_path: Pa
     assert record["deployment"] == "small@sim"
     expected = featurize(MSG, 4096)
     assert record["hashed"]["dim"] == 4096
-    assert record["hashed"]["indices"] == list(expected.indices)
+    assert record["hashed"]["indices"] == expected.indices.tolist()
     assert "prove" not in line  # the prompt text itself is not stored
 
 
