@@ -127,9 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path")
     check.set_defaults(func=_cmd_catalog_check)
 
-    from app.evaluation.cli import add_train_parser
+    from app.evaluation.cli import add_eval_parser, add_train_parser
 
     add_train_parser(sub)
+    add_eval_parser(sub)
 
     from app.auth.cli import add_keys_parser
 

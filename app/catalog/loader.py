@@ -28,6 +28,8 @@ from app.catalog.model import (
     RoutingConfig,
 )
 from app.catalog.spec import ConfigSpec, DeploymentSpec, ModelSpec, RoutingSpec
+from app.errors import RouterFileError
+from app.routing.learned import LearnedScorer
 
 log = structlog.get_logger("pareto.catalog")
 
@@ -224,6 +226,11 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
                 if why:
                     disabled[f"policy {name}"] = why
                 continue
+        learned = None
+        if p.learned_router is not None:
+            learned = _load_learned(
+                file, name, p.learned_router, p.models, compiled_models, problems
+            )
         compiled_policies[name] = Policy(
             name=name,
             description=p.description,
@@ -237,6 +244,7 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
             reliability=p.reliability,
             cascade=cascade,
             max_fallbacks=p.max_fallbacks,
+            learned=learned,
         )
     if auth is not None:
         _check_auth(auth[0], auth[1], compiled_models, compiled_policies, problems)
@@ -321,3 +329,34 @@ def log_disabled(catalog: Catalog) -> None:
             log.warning("policy_disabled", policy=name.removeprefix("policy "), reason=reason)
         else:
             log.warning("deployment_disabled", deployment=name, reason=reason)
+
+
+def _load_learned(
+    file: Path,
+    policy: str,
+    router_path: str,
+    models: list[str] | None,
+    compiled_models: Mapping[str, Any],
+    problems: list[str],
+) -> LearnedScorer | None:
+    """Load a policy's learned router; its predictions must cover every model it routes to
+    (learned and catalog qualities are on different scales, so they are never mixed)."""
+    where = f"{file}: policies.{policy}.learned_router"
+    path = Path(router_path)
+    if not path.is_absolute():
+        path = file.parent / path
+    try:
+        scorer = LearnedScorer.load(path)
+    except RouterFileError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    routed = set(models) if models else set(compiled_models)
+    missing = sorted(routed - set(scorer.models))
+    if missing:
+        problems.append(
+            f"{where}: {path.name} predicts {', '.join(scorer.models)} but the policy also "
+            f"routes to {', '.join(missing)}; list only predicted models under "
+            f"policies.{policy}.models"
+        )
+        return None
+    return scorer

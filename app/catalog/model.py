@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.auth.config import AuthConfig
 from app.catalog.cascade import CascadePolicy
 from app.catalog.spec import FaultSpec, ReliabilitySpec, SimulationSpec
+
+if TYPE_CHECKING:
+    from app.routing.learned import LearnedScorer
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,8 @@ class Policy:
     reliability: ReliabilitySpec | None = None
     cascade: CascadePolicy | None = None
     max_fallbacks: int = 3
+    # A trained quality predictor (``learned_router:``); None = catalog quality per category.
+    learned: LearnedScorer | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,6 +154,12 @@ class PolicySpec(_Spec):
     reliability: ReliabilitySpec | None = None
     cascade: CascadeSpec | None = Field(default=None, description="cheap tier first, escalate")
     max_fallbacks: int = Field(default=3, ge=0, le=20, description="plan entries after the first")
+    learned_router: str | None = Field(
+        default=None,
+        description="a `pareto train` router file (path relative to this config file); its "
+        "predicted quality per model is the policy's q (the policy's models must all be "
+        "models the file predicts)",
+    )
 
 
 class FloorRuleSpec(_Spec):

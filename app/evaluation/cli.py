@@ -144,14 +144,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ),
     )
     docs = []
-    for i, path in enumerate(args.datasets):
+    for path in args.datasets:
         try:
             result = evaluate_dataset(Path(path), options, args.models)
         except (OfflineError, ValueError) as exc:
             print(f"pareto eval: {exc}", file=sys.stderr)
             return 2
-        print_table(sys.stdout, result.name, result.rows, result.split, result.baselines,
-                    result.results)
+        print_table(
+            sys.stdout, result.name, result.rows, result.split, result.baselines, result.results
+        )
         docs.append(result.doc)
         if args.plot:
             target = Path(args.plot)

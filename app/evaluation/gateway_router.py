@@ -113,9 +113,15 @@ class RowQuality:
         self.current: npt.NDArray[np.float64] = np.zeros(len(columns))
 
     def estimate(self, table: CatalogTable, features: Features) -> FloatArray:
-        return table.expand_models(
-            {m: 100.0 * float(q) for m, q in zip(self.columns, self.current, strict=True)}
-        )
+        """Predicted quality ×100; models without a prediction (NaN) keep catalog quality."""
+        predicted = {
+            m: 100.0 * float(q)
+            for m, q in zip(self.columns, self.current, strict=True)
+            if not np.isnan(q)
+        }
+        known = table.expand_models(predicted, default=np.nan)
+        out: FloatArray = np.where(np.isnan(known), table.quality_for(features.category), known)
+        return out
 
 
 class GatewayDecider:

@@ -104,7 +104,11 @@ def fit(
 
 
 def _adam(
-    params: list[Floats], grads: list[Floats], m1: list[Floats], m2: list[Floats], step: int,
+    params: list[Floats],
+    grads: list[Floats],
+    m1: list[Floats],
+    m2: list[Floats],
+    step: int,
     rate: float,
 ) -> None:
     beta1, beta2, eps = 0.9, 0.999, 1e-8

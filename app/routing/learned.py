@@ -99,9 +99,7 @@ def featurize(
         prev[0] = _START
         prev[1:] = uni[:-1]
     bi = (prev * np.uint64(_MIX) + uni + np.uint64(1)) & np.uint64(0xFFFFFFFF)
-    shape = np.array(
-        [crc(t.encode()) for t in _shape_tokens(n_chars, roles)], dtype=np.uint64
-    )
+    shape = np.array([crc(t.encode()) for t in _shape_tokens(n_chars, roles)], dtype=np.uint64)
     buckets = np.concatenate([uni, bi, shape]) % np.uint64(dim)
     idx, counts = np.unique(buckets.astype(np.int64), return_counts=True)
     values = counts.astype(np.float32)

@@ -25,6 +25,7 @@ from typing import Any
 from app.catalog.model import Catalog, Policy
 from app.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError
 from app.routing.features import Features, extract_features
+from app.routing.learned import LearnedQuality
 from app.routing.live import LiveEstimates, OutputPriors
 from app.routing.overrides import NO_OVERRIDES, Overrides, parse_overrides
 from app.routing.plan import RoutePlan
@@ -167,13 +168,18 @@ class Router:
         live = LiveView(self.live.ttft_s, self.live.inv_tps) if table is self.live.table else None
         if unavailable is None:
             unavailable = self.health() if self.health is not None else _EMPTY
+        quality = self.quality
+        configured = catalog.policies.get(policy.name)
+        if configured is not None and configured.learned is not None:
+            # The policy's trained router predicts q for this request's text.
+            quality = LearnedQuality(configured.learned, body.get("messages") or [])
         return plan_route(
             table,
             features,
             policy,
             live=live,
             unavailable=unavailable,
-            quality=self.quality,
+            quality=quality,
             sticky=sticky,
             explain=explain,
         )

@@ -45,8 +45,12 @@ def _scorer(dataset: Path, router: Path | None) -> LearnedScorer:
             )
         )
         models = dataset.parent / f"{ds.name.split('-')[0]}-models.json"
-        result = train([small], TrainOptions(folds=0, config=TrainConfig(steps=20)), models,
-                       show_progress=False)
+        result = train(
+            [small],
+            TrainOptions(folds=0, config=TrainConfig(steps=20)),
+            models,
+            show_progress=False,
+        )
         return result.scorer
 
 
@@ -54,7 +58,8 @@ def _percentiles(samples: list[float]) -> str:
     samples.sort()
     p50 = samples[len(samples) // 2]
     p99 = samples[int(len(samples) * 0.99)]
-    return f"p50 {p50 * 1e6:7.1f} µs   p99 {p99 * 1e6:7.1f} µs   mean {statistics.mean(samples) * 1e6:7.1f} µs"
+    mean = statistics.mean(samples)
+    return f"p50 {p50 * 1e6:7.1f} µs   p99 {p99 * 1e6:7.1f} µs   mean {mean * 1e6:7.1f} µs"
 
 
 def main() -> None:
@@ -71,8 +76,10 @@ def main() -> None:
         scorer.predict(messages)
         samples.append(time.perf_counter() - t)
     chars = statistics.mean(sum(len(m["content"]) for m in p) for p in prompts)
-    print(f"{ds.name}: {len(prompts)} prompts (mean {chars:.0f} chars), {len(scorer.models)} "
-          f"models: {_percentiles(samples)}")
+    print(
+        f"{ds.name}: {len(prompts)} prompts (mean {chars:.0f} chars), {len(scorer.models)} "
+        f"models: {_percentiles(samples)}"
+    )
     word = "analyse the following function and explain its complexity "
     for tokens in (1_000, 10_000, 100_000):
         text = (word * (tokens * 4 // len(word) + 1))[: tokens * 4]

@@ -10,6 +10,7 @@ import pytest
 from app.cli import main
 from app.evaluation.evaluate import EvalOptions, evaluate_dataset
 from app.evaluation.training import TrainConfig
+from app.routing.learned import LearnedScorer
 from tests.evaluation.synthetic import (
     THREE_MODEL_PRICES,
     TWO_MODEL_PRICES,
@@ -35,14 +36,18 @@ def test_learned_router_beats_random_on_held_out_rows_and_eval_is_deterministic(
     assert first.doc == second.doc
     routers = first.doc["routers"]
     random_apgr = first.doc["baselines"]["routellm_random"]["apgr"]
-    assert routers["learned"]["apgr"] > random_apgr + 0.3
+    # A perfect ranking reaches 0.8 here (40 % of rows need the strong model).
+    assert routers["learned"]["apgr"] > random_apgr + 0.15
     assert routers["learned"]["cpt50"] < 40.0  # hard rows are 40 %: a good router needs ~20 %
-    # The heuristic knows nothing about these words: it routes on cost alone.
-    assert routers["heuristic"]["apgr"] < routers["learned"]["apgr"]
+    # The content heuristic reads "prove/theorem/integral" as hard math: its floor then
+    # excludes the weak model, so it also beats random here.
+    assert routers["heuristic"]["apgr"] > random_apgr
     assert first.doc["split"].startswith("all rows, learned router cross-fitted (3-fold")
 
 
-def test_many_model_curve_and_cli_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_many_model_curve_and_cli_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_dataset(tmp_path, "tri", three_model_rows(150), THREE_MODEL_PRICES, gz=True)
     out, png = tmp_path / "res.json", tmp_path / "curves.png"
     assert main(["eval", str(data), "-o", str(out), "--plot", str(png), *FAST_ARGS]) == 0
@@ -59,16 +64,13 @@ def test_router_file_is_scored_on_its_held_out_rows_only(tmp_path: Path) -> None
     data = write_dataset(tmp_path, "syn", two_model_rows(300), TWO_MODEL_PRICES)
     router = tmp_path / "router.bin"
     assert main(["train", str(data), "-o", str(router), "--holdout", "0.3", *FAST_ARGS]) == 0
-    meta_rows = 300 - json.loads(
-        json.dumps(__import__("app.routing.learned", fromlist=["x"]).LearnedScorer.load(router)
-                   .meta["report"]["rows"])
-    )
+    held_out = LearnedScorer.load(router).meta["report"]["held_out_rows"]
     result = evaluate_dataset(
         data, _options(routers=("learned",), router_file=router), show_progress=False
     )
-    assert result.rows == meta_rows
+    assert result.rows == held_out
     assert result.split.startswith("held-out rows of router.bin")
-    assert result.doc["routers"]["learned"]["apgr"] > 0.8
+    assert result.doc["routers"]["learned"]["apgr"] > 0.65  # random ≈ 0.5, perfect 0.8
 
 
 def test_a_router_trained_on_every_row_is_refused(tmp_path: Path, capsys) -> None:
