@@ -191,7 +191,8 @@ class Gateway:
             return
         served = entry.deployment.id
         route = session_route(str(body.get("model")), plan.policy)
-        ctx.record.session_sticky, ctx.record.session_switch_reason = session.outcome(served, route)
+        rec = ctx.record
+        rec.session_sticky, rec.session_switch_reason = session.outcome(served, route, plan.sticky)
         await self.sessions.remember(session, served, route)
 
     async def _remember_for_feedback(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.catalog.model import Deployment
+from app.routing.sticky import StickyOutcome
 
 if TYPE_CHECKING:
     from app.routing.features import Features
@@ -75,6 +76,8 @@ class RoutePlan:
     candidates: list[Candidate] = field(default_factory=list)
     feasible: int = 0
     best_effort: bool = False
+    # What the router did with the session's sticky deployment (None: no sticky session).
+    sticky: StickyOutcome | None = None
 
     @property
     def primary(self) -> PlanEntry:

@@ -47,7 +47,7 @@ from app.routing.plan import (
 )
 from app.routing.policy import ResolvedPolicy
 from app.routing.quality import QualityEstimator
-from app.routing.sticky import Sticky
+from app.routing.sticky import Sticky, StickyOutcome, SwitchReason
 from app.routing.table import BoolArray, CatalogTable, FloatArray
 
 _NO_IDS: frozenset[str] = frozenset()
@@ -317,11 +317,72 @@ def plan_route(
         feasible=n_feasible,
         best_effort=best_effort,
     )
+    if sticky is not None:
+        plan.sticky = _sticky_outcome(
+            table,
+            sticky,
+            features,
+            policy,
+            plan,
+            q_arr,
+            cost,
+            latency,
+            utility,
+            feasible,
+            unavailable,
+        )
     if explain:
         plan.candidates = _candidates(
             table, features, policy, q_arr, cost, latency, utility, feasible, plan, unavailable
         )
     return plan
+
+
+def _sticky_outcome(
+    table: CatalogTable,
+    sticky: Sticky,
+    features: Features,
+    policy: ResolvedPolicy,
+    plan: RoutePlan,
+    q_arr: FloatArray,
+    cost: FloatArray,
+    latency: FloatArray,
+    utility: FloatArray,
+    feasible: BoolArray,
+    unavailable: Collection[str],
+) -> StickyOutcome:
+    """Whether the session's deployment leads the plan, and if not, why it lost.
+
+    Its cost was already priced warm (:func:`estimate_arrays`), so losing on utility means
+    another deployment beats it by more than the warm cache is worth (``cache_value``).
+    """
+    sid = sticky.deployment_id
+    i = table.index.get(sid)
+    if i is None:  # removed from the catalog, disabled, or its key unset
+        return StickyOutcome(sid, kept=False, switch_reason="infeasible")
+    cached = min(sticky.cached_input_tokens, features.input_tokens)
+    saving = float(table.price_input[i] - table.price_cached_input[i])
+    cache_value = policy.lambda_cost * cached * saving
+    primary = plan.entries[0]
+    if primary.deployment.id == sid:
+        return StickyOutcome(sid, kept=True, cache_value=cache_value)
+    if not bool(feasible[i]):
+        why = exclusion(
+            table,
+            i,
+            features,
+            policy,
+            float(q_arr[i]),
+            float(cost[i]),
+            float(latency[i]),
+            unavailable,
+        )
+        reason: SwitchReason = "unhealthy" if why == "excluded:unhealthy" else "infeasible"
+        return StickyOutcome(sid, kept=False, switch_reason=reason, cache_value=cache_value)
+    margin = (primary.utility if primary.utility is not None else 0.0) - float(utility[i])
+    return StickyOutcome(
+        sid, kept=False, switch_reason="better_utility", cache_value=cache_value, margin=margin
+    )
 
 
 def _candidates(
