@@ -243,6 +243,8 @@ async def readyz(request: Request) -> Response:
         checks["sessions"] = (
             f"{sessions.backend} (degraded: local store)" if sessions.degraded else sessions.backend
         )
+    # Never a reason to be unready either: breakers fall back to per-process state.
+    checks["breakers"] = state.gateway.failover.breakers.describe()
     return Response(
         orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
         status_code=200 if ready else 503,

@@ -186,6 +186,18 @@ class Breakers:
         """``deployment -> closed | open | half_open`` for every deployment seen so far."""
         return {dep: s.state for dep, s in self._states.items()}
 
+    def describe(self) -> str:
+        """One line for ``/readyz``: where state lives, and which breakers shed traffic."""
+        where = (
+            "local"
+            if self._redis is None
+            else "redis (degraded: local state)"
+            if self._degraded
+            else "redis"
+        )
+        shedding = sorted(self.unavailable())
+        return f"{where}; open: {', '.join(shedding)}" if shedding else where
+
     def retry_in(self, deployment: str) -> float:
         """Seconds until this deployment's breaker lets a probe through."""
         state = self._states.get(deployment)

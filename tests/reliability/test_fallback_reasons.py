@@ -119,6 +119,8 @@ async def test_auth_failure_opens_the_breaker_then_circuit_open(app_client) -> N
     r = await client.post("/v1/route", json=ask("hello again"))
     statuses = {row["deployment"]: row["status"] for row in r.json()["candidates"]}
     assert statuses["small@sim"] == "excluded:unhealthy"
+    ready = (await client.get("/readyz")).json()
+    assert ready["checks"]["breakers"] == "local; open: small@sim"
 
 
 async def test_every_deployment_failing_is_a_fast_503_listing_what_was_tried(app_client) -> None:
