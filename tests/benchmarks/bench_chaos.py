@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import os
 import sys
 import tempfile
 import time
@@ -148,7 +149,7 @@ def main() -> None:
     parser.add_argument("--c", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+        tmp = Path(os.environ.get("BENCH_DIR") or tmp_name)  # BENCH_DIR keeps the logs
         path = tmp / "chaos.yaml"
         path.write_text(yaml.safe_dump(config()))
         redis = RedisServer(tmp)
@@ -162,7 +163,7 @@ def main() -> None:
                     "PARETO_FIRST_TOKEN_TIMEOUT_S": str(FIRST_TOKEN_S),
                     "PARETO_REQUEST_TIMEOUT_S": "10",
                     "PARETO_BREAKER_OPEN_S": "2",
-                    "PARETO_LOG_LEVEL": "warning",
+                    "PARETO_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
                 }
                 with gateway(path, tmp, env=env) as gw:
                     start = time.perf_counter()
