@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from app.settings import DEFAULT_CONFIG
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from app.catalog import ConfigError, load_catalog
 
@@ -22,6 +25,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"pareto: refusing to start, {exc}", file=sys.stderr)
         return 2
     os.environ["PARETO_CONFIG"] = str(config)
+    with metrics_dir(args.workers):
+        _run_uvicorn(args)
+    return 0
+
+
+@contextlib.contextmanager
+def metrics_dir(workers: int) -> Iterator[None]:
+    """Several workers share one fresh PROMETHEUS_MULTIPROC_DIR, removed when they stop.
+
+    It must be set before the workers import prometheus_client; an operator's own value is
+    kept (and not removed).
+    """
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="pareto-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _run_uvicorn(args: argparse.Namespace) -> None:
+    import uvicorn
+
     uvicorn.run(
         "app.main:app_from_env",
         factory=True,
@@ -34,7 +64,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -36,7 +36,9 @@ from app.routing.plan import PlanEntry, RoutePlan
 from app.routing.router import Router
 from app.sessions import SessionLookup, Sessions, session_route
 from app.settings import Settings
+from app.telemetry.metrics import Metrics
 from app.telemetry.record import Record
+from app.telemetry.timing import ClientStream, UpstreamStream
 from app.tokens import content_text, estimate_messages_tokens, estimate_tokens
 
 GATEWAY_KEYS = ("pareto",)
@@ -119,6 +121,8 @@ class Gateway:
         self.router.health = lambda: self.failover.breakers.unavailable()
         # Feedback on served requests (off until the lifespan builds it from settings).
         self.feedback = Feedback(None, None)
+        # The app's metrics, for state pushed outside requests (breakers, Redis health).
+        self.metrics: Metrics | None = None
 
     def swap_catalog(self, catalog: Catalog) -> None:
         """Atomic replacement: requests already running keep the catalog they started with."""
@@ -227,12 +231,20 @@ class Gateway:
         note_served(rec, dep.id, dep.model.name, answer_cost)
         rec.est_cost_usd = entry.est_cost_usd
         elapsed = time.perf_counter() - ctx.started
-        rec.total_latency_ms = elapsed * 1000
+        rec.finish_timing(elapsed)
         if ttft_s is not None:
             rec.ttft_ms = ttft_s * 1000
             decode = elapsed - ttft_s
             if usage.completion_tokens > 1 and decode > 0:
                 rec.decode_tps = (usage.completion_tokens - 1) / decode
+
+    def record_failure(self, ctx: RequestContext, status: int, error: str) -> None:
+        """The request ended with an error response: emit its record (once) with it."""
+        rec = ctx.record
+        rec.status = status
+        rec.user_visible_error = error
+        rec.finish_timing(time.perf_counter() - ctx.started)
+        self._emit(rec)
 
     async def handle_chat(self, body: dict[str, Any], ctx: RequestContext) -> ChatResult:
         catalog = self.catalog
@@ -244,14 +256,14 @@ class Gateway:
             )
             try:
                 return await self._cascade(catalog, cascade, body, ctx)
-            except GatewayError as exc:
-                note_failed(ctx.record)
-                self._emit_failure(ctx, exc)
+            except GatewayError:
+                note_failed(ctx.record)  # the route emits the record (record_failure)
                 raise
         ctx.session = await self.sessions.lookup(body, ctx.headers)
         routing_started = time.perf_counter()
         plan = self.plan(catalog, body, ctx)
         await self._hold(ctx, plan)
+        ctx.record.routing_ms = (time.perf_counter() - routing_started) * 1000
         rec = ctx.record
         rec.routing_ms = (time.perf_counter() - routing_started) * 1000
         rec.router_policy = plan.policy
@@ -261,25 +273,15 @@ class Gateway:
         ctx.walk = self.failover.begin(
             ctx.request_id, rec, request_limits(self.failover.defaults, policy)
         )
-        try:
-            if body.get("stream"):
-                return await self._stream(plan, body, upstream_body, ctx)
-            return await self._complete(plan, body, upstream_body, ctx)
-        except GatewayError as exc:
-            self._emit_failure(ctx, exc)
-            raise
+        # An error raised from here is recorded once, by the route (Gateway.record_failure).
+        if body.get("stream"):
+            return await self._stream(plan, body, upstream_body, ctx)
+        return await self._complete(plan, body, upstream_body, ctx)
 
     async def _hold(self, ctx: RequestContext, plan: RoutePlan) -> None:
         """Hold the plan's estimated cost against the key's budget (402 when used up)."""
         if ctx.ticket is not None:
             await ctx.ticket.hold(plan.primary.est_cost_usd)
-
-    def _emit_failure(self, ctx: RequestContext, exc: GatewayError) -> None:
-        rec = ctx.record
-        rec.status = exc.status
-        rec.user_visible_error = exc.code or exc.type
-        rec.total_latency_ms = (time.perf_counter() - ctx.started) * 1000
-        self._emit(rec)
 
     async def _cascade(
         self, catalog: Catalog, policy: Policy, body: dict[str, Any], ctx: RequestContext
@@ -391,7 +393,18 @@ class Gateway:
         headers = self._headers(ctx, plan, opened.entry)
         return ChatResult(
             headers=headers,
-            stream=self._relay(plan, opened.entry, body, opened.rest, opened.head, ttft, ctx),
+            stream=ClientStream(
+                ctx.record,
+                self._relay(
+                    plan,
+                    opened.entry,
+                    body,
+                    UpstreamStream(ctx.record, opened.rest),
+                    opened.head,
+                    ttft,
+                    ctx,
+                ),
+            ),
         )
 
     async def _relay(
@@ -399,7 +412,7 @@ class Gateway:
         plan: RoutePlan,
         entry: PlanEntry,
         body: dict[str, Any],
-        source: AsyncIterator[StreamChunk],
+        source: UpstreamStream[StreamChunk],
         head: list[StreamChunk],
         ttft_s: float,
         ctx: RequestContext,
@@ -464,11 +477,19 @@ class Gateway:
             yield _SSE_DONE
             finished = True
         finally:
-            await close_quietly(source)
+            # Record first: on a disconnect this runs in a cancelled task, and the await
+            # below may be cancelled again before it returns.
             if not finished:
                 rec.client_disconnected = True
                 rec.status = 499
+                if usage is None:  # what was relayed so far, counted by the gateway
+                    usage = Usage(
+                        prompt_tokens=estimate_messages_tokens(body.get("messages") or []),
+                        completion_tokens=max(1, out_chars // 40),
+                        reported=False,
+                    )
             self._finish_record(ctx, entry, usage or Usage(reported=False), ttft_s)
             if finished and rec.status == 200 and usage is not None:
                 self.router.output_observed(plan, usage.completion_tokens)
             self._emit(rec)
+            await close_quietly(source)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app.api.admin import router as admin_router
 from app.api.errors import install_error_handlers
+from app.api.metrics import router as metrics_router
 from app.api.routes import router
 from app.auth import AuthMiddleware, log_auth_state
 from app.auth.setup import install_auth
@@ -24,14 +25,12 @@ from app.providers.http import make_backend
 from app.reliability import build_breakers
 from app.sessions import build_sessions
 from app.settings import Settings, load_settings
+from app.telemetry.emit import RecordSink
 from app.telemetry.logging import configure_logging
-from app.telemetry.record import Record
+from app.telemetry.metrics import Metrics
+from app.telemetry.middleware import RequestContextMiddleware
 
 log = structlog.get_logger("pareto")
-
-
-def _log_record(record: Record) -> None:
-    log.info("request", **record.as_dict())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,12 +38,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     catalog = load_catalog(settings.config)
+    metrics = Metrics()
+    metrics.prepare(catalog)
+    metrics.set_budget(settings.spend_budget_usd_per_hour)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = make_backend(settings.http_client, settings.http_max_connections)
         providers = ProviderRegistry(client, settings.simulated_base_url)
-        gateway = Gateway(settings, catalog, providers, emit=_log_record)
+        gateway = Gateway(
+            settings, catalog, providers, emit=RecordSink(metrics, enabled=settings.telemetry)
+        )
+        gateway.metrics = metrics
         app.state.gateway = gateway
         redis = (
             aioredis.Redis.from_url(
@@ -64,8 +69,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def apply(new: Catalog) -> None:
             gateway.swap_catalog(new)
+            metrics.prepare(new)
             log_auth_state(new.auth, str(settings.config), shared=redis is not None)
 
+        def redis_degraded() -> bool:
+            status = gateway.sessions.status()
+            degraded = status is not None and status.degraded
+            return degraded or gateway.failover.breakers.redis_degraded
+
+        metrics.track_breakers(lambda: gateway.failover.breakers.states())
+        metrics.track_redis(redis_degraded)
+        refresher = asyncio.create_task(metrics.keep_fresh())
         reloader = Reloader(settings.config, apply)
         app.state.reloader = reloader
         reloader.install_sighup()
@@ -81,6 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -89,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await client.aclose()
             if redis is not None:
                 await redis.aclose()
+            metrics.close()
 
     app = FastAPI(
         title="Pareto Gateway",
@@ -96,10 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="OpenAI-compatible LLM routing gateway",
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(metrics_router)
     app.add_middleware(AuthMiddleware)
+    # Added last = outermost: auth errors carry the request id too.
+    app.add_middleware(RequestContextMiddleware)
     return app
 
 

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     log_prompts: bool = Field(default=False, description="Debug only: log prompt text")
+    telemetry: bool = Field(
+        default=True, description="Request log lines and metrics (off only to measure their cost)"
+    )
+    spend_budget_usd_per_hour: float | None = Field(
+        default=None, gt=0, description="Exported for the spend-rate alert"
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_messages: int = Field(default=2048, gt=0)
     max_content_chars: int = Field(default=2_000_000, gt=0, description="Total characters of text")

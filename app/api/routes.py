@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -66,9 +67,12 @@ def gateway_of(request: Request) -> Gateway:
 
 
 def request_id_of(request: Request) -> str:
-    incoming = request.headers.get("x-request-id")
-    rid = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-    request.state.request_id = rid
+    """The id RequestContextMiddleware picked (or a safe incoming one / a new one without it)."""
+    rid: str | None = getattr(request.state, "request_id", None)
+    if rid is None:
+        incoming = request.headers.get("x-request-id")
+        rid = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.state.request_id = rid
     return rid
 
 
@@ -93,33 +97,48 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _record_failure(gateway: Gateway, ctx: RequestContext, exc: BaseException) -> None:
+    """Emit the record of a request that ends without a response body from the gateway."""
+    if isinstance(exc, GatewayError):
+        gateway.record_failure(ctx, exc.status, exc.code or exc.type)
+    elif isinstance(exc, asyncio.CancelledError):  # the client went away before the answer
+        ctx.record.client_disconnected = True
+        gateway.record_failure(ctx, 499, "client_disconnected")
+    elif isinstance(exc, Exception):
+        gateway.record_failure(ctx, 500, "internal_error")
+
+
 @router.post("/v1/chat/completions", openapi_extra=CHAT_SCHEMA)
 async def chat_completions(request: Request) -> Response:
     """OpenAI-compatible chat completions, streaming or not."""
-    started = time.perf_counter()
+    started: float = getattr(request.state, "started", None) or time.perf_counter()
     rid = request_id_of(request)
     gateway = gateway_of(request)
     settings = gateway.settings
     api_key = api_key_of(request)
-    body = parse_body(await read_body(request, settings.max_body_bytes))
-    validate_chat(
-        body, max_messages=settings.max_messages, max_content_chars=settings.max_content_chars
-    )
     ctx = RequestContext(
         request_id=rid,
         headers=request.headers,
         started=started,
-        record=Record(
-            request_id=rid,
-            stream=bool(body.get("stream")),
-            api_key_name=api_key.name if api_key else None,
-        ),
+        record=Record(request_id=rid, api_key_name=api_key.name if api_key else None),
         api_key=api_key,
     )
-    ticket = ctx.ticket = await request.app.state.guard.admit(api_key, body)
+    try:
+        body = parse_body(await read_body(request, settings.max_body_bytes))
+        validate_chat(
+            body, max_messages=settings.max_messages, max_content_chars=settings.max_content_chars
+        )
+        ctx.record.stream = bool(body.get("stream"))
+        if settings.log_prompts:
+            ctx.record.prompt = body.get("messages")
+        ticket = ctx.ticket = await request.app.state.guard.admit(api_key, body)
+    except BaseException as exc:
+        _record_failure(gateway, ctx, exc)
+        raise
     try:
         result = await gateway.handle_chat(body, ctx)
-    except BaseException:
+    except BaseException as exc:
+        _record_failure(gateway, ctx, exc)
         await ticket.settle(ctx.record)
         raise
     if result.stream is not None:

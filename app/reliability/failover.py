@@ -49,6 +49,7 @@ from app.reliability.outcome import Walk, all_failed
 from app.reliability.shared import Breakers
 from app.routing.plan import PlanEntry
 from app.telemetry.record import Record
+from app.telemetry.timing import upstream_call
 
 T = TypeVar("T")
 _NOT_RETRIED_SAME = frozenset({"timeout_first_token", "timeout_total"})
@@ -178,8 +179,8 @@ class Failover:
                 wait = failed_at + delay - clock.now()
                 if wait >= walk.deadline - clock.now():
                     continue  # the wait does not fit the deadline: move on
-                if wait > 0:
-                    await self._sleep(wait)
+                if wait > 0:  # a backoff forced by the upstream: not the gateway's overhead
+                    await upstream_call(walk.record, self._sleep(wait))
             remaining = walk.deadline - clock.now()
             if remaining <= 0:
                 break
@@ -212,7 +213,7 @@ class Failover:
             if self.monitor is not None:
                 self.monitor.attempt_started(dep.id)
             try:
-                result = await attempt(entry, call, limits, total_s)
+                result = await upstream_call(walk.record, attempt(entry, call, limits, total_s))
             except UpstreamError as exc:
                 if self.monitor is not None:
                     self.monitor.attempt_finished(dep.id, ok=False)

@@ -1,8 +1,17 @@
-"""The telemetry record: one per request, filled along its path, emitted once at the end."""
+"""The telemetry record: one per request, filled along its path, emitted once at the end.
+
+Each stage of the request's path fills its own fields (routing: ``router_policy``,
+``quality_floor``, ``est_cost_usd``, ``routing_ms``; reliability: ``attempts``,
+``attempt_log``, ``fallback_reason``; sessions: ``session_sticky``,
+``session_switch_reason``; cascade: ``escalation_reason``, ``tiers``; auth:
+``api_key_name``; the gateway: the served deployment, usage, cost and timings). The emitter
+(:mod:`app.telemetry.emit`) turns the finished record into one log line and every metric;
+see :mod:`app.telemetry.metrics` for how each field is counted.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -25,7 +34,12 @@ class Record:
     ttft_ms: float | None = None
     decode_tps: float | None = None
     total_latency_ms: float = 0.0
+    # total_latency_ms minus upstream_ms minus client_wait_ms: what the gateway itself costs.
     gateway_overhead_ms: float | None = None
+    # Wall time spent waiting on upstreams (every attempt, failed ones included).
+    upstream_ms: float = 0.0
+    # Streams: wall time spent handing chunks to a client that had not taken the last one yet.
+    client_wait_ms: float = 0.0
     routing_ms: float | None = None
     cost_usd: float = 0.0
     est_cost_usd: float | None = None
@@ -40,6 +54,19 @@ class Record:
     user_visible_error: str | None = None
     client_disconnected: bool = False
     api_key_name: str | None = None
+    # The request's messages: set only when PARETO_LOG_PROMPTS is on (a debug setting).
+    prompt: Any = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, shallow (the log renderer serialises nested lists as they are)."""
+        return {name: getattr(self, name) for name in RECORD_FIELDS}
+
+    def finish_timing(self, total_latency_s: float) -> None:
+        """Set the total latency and derive the gateway's own overhead from it."""
+        self.total_latency_ms = total_latency_s * 1000
+        self.gateway_overhead_ms = max(
+            0.0, self.total_latency_ms - self.upstream_ms - self.client_wait_ms
+        )
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
