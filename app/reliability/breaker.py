@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Op = Literal["acquire", "success", "failure", "trip", "release", "peek"]
+Op = Literal["acquire", "success", "failure", "trip", "release"]
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 

@@ -220,6 +220,7 @@ class Failover:
                 walk.note(entry, exc)
                 await self._judge(dep.id, exc)
                 if not exc.retryable:
+                    exc.headers.update(walk.headers())  # the client's own fault, as is
                     raise
                 if isinstance(exc, UpstreamContextWindowError):
                     window_floor = max(window_floor, dep.context_window)

@@ -96,12 +96,10 @@ elseif op == 'trip' then
 elseif op == 'release' then
   if state == 'half_open' then probe = 0 end
 end
-if op ~= 'peek' then
-  redis.call('HSET', k, 'state', state, 'consecutive', consecutive,
-    'window_start', tostring(wstart), 'window_total', wtotal, 'window_failures', wfail,
-    'opened_at', tostring(opened), 'probe_at', tostring(probe), 'cause', cause)
-  redis.call('EXPIRE', k, tonumber(ARGV[10]))
-end
+redis.call('HSET', k, 'state', state, 'consecutive', consecutive,
+  'window_start', tostring(wstart), 'window_total', wtotal, 'window_failures', wfail,
+  'opened_at', tostring(opened), 'probe_at', tostring(probe), 'cause', cause)
+redis.call('EXPIRE', k, tonumber(ARGV[10]))
 return {state, tostring(consecutive), tostring(wstart), tostring(wtotal), tostring(wfail),
   tostring(opened), tostring(probe), cause, tostring(allowed)}
 """
@@ -224,11 +222,6 @@ class Breakers:
     async def release(self, deployment: str) -> None:
         """The call ended without a verdict (client gone): free a half-open probe slot."""
         await self._run(deployment, "release")
-
-    async def refresh(self, deployments: list[str]) -> None:
-        """Re-read shared state (a background loop calls this so routing sees other replicas)."""
-        for dep in deployments:
-            await self._run(dep, "peek")
 
     async def _run(self, deployment: str, op: Op, cause: str = "") -> bool:
         now = self._clock.now()

@@ -103,6 +103,7 @@ async def test_client_fault_400_is_returned_as_is_and_never_retried(app_client) 
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "simulated failure with status 400"
     assert r.json()["error"]["type"] == "invalid_request_error"
+    assert r.headers["x-pareto-attempts"] == "1"  # small@sim3 and small@sim2 never asked
 
 
 async def test_auth_failure_opens_the_breaker_then_circuit_open(app_client) -> None:
