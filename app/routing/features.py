@@ -26,20 +26,19 @@ import orjson
 
 from app.routing.lexicon import (
     ALL_WORDS,
-    CATEGORY_WORDS,
     CONSTRAINT_WORDS,
     GREETING_WORDS,
     HARD_WORDS,
     MULTI_STEP_PHRASES,
     STOPWORDS,
-    STRONG_CUES,
+    WORD_CATEGORIES,
 )
 
 MESSAGE_OVERHEAD_TOKENS: Final = 4
 IMAGE_TOKENS: Final = 800
-HEAD_CHARS: Final = 700
-TAIL_CHARS: Final = 300
-SYSTEM_CHARS: Final = 300
+HEAD_CHARS: Final = 500
+TAIL_CHARS: Final = 250
+SYSTEM_CHARS: Final = 200
 EASY_BELOW: Final = 1.0
 HARD_FROM: Final = 2.5
 CATEGORY_ORDER: Final = ("code", "math", "summarization", "translation", "extraction", "creative")
@@ -179,9 +178,8 @@ def _requirements(body: Mapping[str, Any], images: int) -> frozenset[str]:
 def _category(words: frozenset[str], fences: int, math_marks: int) -> tuple[str, int]:
     scores: dict[str, float] = {}
     for word in words:
-        for name, vocab in CATEGORY_WORDS.items():
-            if word in vocab:
-                scores[name] = scores.get(name, 0.0) + (2.0 if word in STRONG_CUES else 1.0)
+        for name, weight in WORD_CATEGORIES.get(word, ()):
+            scores[name] = scores.get(name, 0.0) + weight
     if fences:
         scores["code"] = scores.get("code", 0.0) + 2.0
     if math_marks >= 2:
@@ -215,7 +213,6 @@ def extract_features(
     last_user = ""
     system = ""
     fences = 0
-    math_marks = 0
     code_lines = 0
     for message in messages:
         if not isinstance(message, dict):
@@ -235,11 +232,11 @@ def extract_features(
         elif role in ("system", "developer") and not system:
             system = text[:SYSTEM_CHARS]
         if size:
+            # Code blocks anywhere count (one C-speed scan); other marks are read in the window.
             f = text.count("```")
-            fences += f
             if f:
+                fences += f
                 code_lines += text.count("\n")
-            math_marks += text.count("$") + text.count("\\frac") + text.count("^")
     n_in += images * IMAGE_TOKENS
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
@@ -252,7 +249,8 @@ def extract_features(
     if system:
         window = system + "\n" + window
     lowered = window.lower()
-    words = ALL_WORDS.intersection(lowered.translate(_PUNCT).split())
+    words = ALL_WORDS.intersection(set(lowered.translate(_PUNCT).split()))
+    math_marks = lowered.count("$") + lowered.count("\\frac") + lowered.count("^")
     language = _language(window, words)
     if language in _CJK_LANGS:
         # CJK text runs near one token per 1-1.5 characters, not four.

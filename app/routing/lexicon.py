@@ -91,6 +91,16 @@ STOPWORDS: Final[Mapping[str, frozenset[str]]] = {
     "it": _words("il lo la gli le di che e è un una per con non come"),
 }
 
+# word -> ((category, weight), ...): one dict look-up per word read from the request.
+WORD_CATEGORIES: Final[Mapping[str, tuple[tuple[str, float], ...]]] = {
+    word: tuple(
+        (name, 2.0 if word in STRONG_CUES else 1.0)
+        for name, vocab in CATEGORY_WORDS.items()
+        if word in vocab
+    )
+    for word in frozenset().union(*CATEGORY_WORDS.values())
+}
+
 ALL_WORDS: Final[frozenset[str]] = frozenset().union(
     *CATEGORY_WORDS.values(),
     HARD_WORDS,

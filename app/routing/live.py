@@ -48,8 +48,10 @@ class LiveEstimates:
         self.queue_capacity = queue_capacity
         self._stats: dict[str, _Stat] = {}
         self._table: CatalogTable | None = None
-        self.ttft_s: FloatArray = np.zeros(0)
-        self.inv_tps: FloatArray = np.zeros(0)
+        # The table's [p_in, p_out, ttft, 1/tps] matrix with live ttft / 1/tps columns.
+        self.matrix: FloatArray = np.zeros((0, 4))
+        self.ttft_s: FloatArray = self.matrix[:, 2]
+        self.inv_tps: FloatArray = self.matrix[:, 3]
 
     def configure(self, alpha: float, prior_weight: float, queue_capacity: float) -> None:
         """New tuning from a reloaded config; takes effect at the next :meth:`bind`."""
@@ -62,8 +64,9 @@ class LiveEstimates:
     def bind(self, table: CatalogTable) -> None:
         """Align the arrays with a (new) catalog table, keeping the stats by deployment id."""
         self._table = table
-        self.ttft_s = table.ttft_s.copy()
-        self.inv_tps = table.inv_tps.copy()
+        self.matrix = table.matrix.copy()
+        self.ttft_s = self.matrix[:, 2]  # views: updating them updates the matrix
+        self.inv_tps = self.matrix[:, 3]
         for dep_id, i in table.index.items():
             self._refresh(dep_id, i)
 

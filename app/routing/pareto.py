@@ -6,7 +6,7 @@ The planner never builds the full dominance matrix on the hot path: with non-neg
 lambdas a dominating deployment has a utility at least as high as the one it dominates (and
 IEEE rounding is monotonic, so that holds for the computed floats too). Walking the feasible
 deployments by falling utility, a deployment can only be dominated by one seen before it or
-by one with exactly the same utility — :func:`dominator_in` checks just those.
+by one with the same utility (up to rounding): ``plan_route`` checks just those.
 """
 
 from __future__ import annotations
@@ -17,24 +17,6 @@ from collections.abc import Sequence
 def dominates(qa: float, ca: float, la: float, qb: float, cb: float, lb: float) -> bool:
     """True when (qa, ca, la) Pareto-dominates (qb, cb, lb)."""
     return qa >= qb and ca <= cb and la <= lb and (qa > qb or ca < cb or la < lb)
-
-
-def dominator_in(
-    k: int,
-    utility: Sequence[float],
-    quality: Sequence[float],
-    cost: Sequence[float],
-    latency: Sequence[float],
-) -> int | None:
-    """The position of a candidate that dominates position ``k``, among those sorted before
-    it by falling utility or tied with it; ``None`` if ``k`` is on the frontier."""
-    qk, ck, lk, uk = quality[k], cost[k], latency[k], utility[k]
-    for j in range(len(utility)):
-        if j > k and utility[j] != uk:
-            break
-        if j != k and dominates(quality[j], cost[j], latency[j], qk, ck, lk):
-            return j
-    return None
 
 
 def frontier(

@@ -34,7 +34,7 @@ import numpy as np
 
 from app.errors import NoFeasibleDeploymentError
 from app.routing.features import Features
-from app.routing.pareto import dominator_in, frontier
+from app.routing.pareto import dominates, frontier
 from app.routing.plan import (
     BEST_EFFORT,
     CHOSEN,
@@ -55,10 +55,31 @@ _NO_IDS: frozenset[str] = frozenset()
 
 @dataclass(frozen=True, slots=True)
 class LiveView:
-    """Live TTFT seconds and 1/decode-speed arrays aligned with the table."""
+    """Live estimates aligned with the table: its ``[p_in, p_out, ttft, 1/tps]`` matrix with
+    the TTFT and 1/decode-speed columns replaced by live figures."""
 
-    ttft_s: FloatArray
-    inv_tps: FloatArray
+    matrix: FloatArray
+
+    @property
+    def ttft_s(self) -> FloatArray:
+        return self.matrix[:, 2]
+
+    @property
+    def inv_tps(self) -> FloatArray:
+        return self.matrix[:, 3]
+
+
+def _sticky_saving(
+    table: CatalogTable, features: Features, sticky: Sticky | None
+) -> tuple[int, float]:
+    """(index, USD saved) of the sticky deployment's cached prefix, or (-1, 0)."""
+    if sticky is None or sticky.cached_input_tokens <= 0:
+        return -1, 0.0
+    i = table.index.get(sticky.deployment_id)
+    if i is None:
+        return -1, 0.0
+    cached = min(sticky.cached_input_tokens, features.input_tokens)
+    return i, cached * (table.price_input_list[i] - table.price_cached_list[i])
 
 
 def estimate_arrays(
@@ -69,16 +90,12 @@ def estimate_arrays(
 ) -> tuple[FloatArray, FloatArray]:
     """Estimated cost (USD) and latency (s) of every deployment for this request."""
     n_in, n_out = features.input_tokens, features.output_tokens
-    cost = table.price_input * n_in + table.price_output * n_out
-    if sticky is not None and sticky.cached_input_tokens > 0:
-        i = table.index.get(sticky.deployment_id)
-        if i is not None:
-            cached = min(sticky.cached_input_tokens, n_in)
-            cost[i] -= cached * (table.price_input[i] - table.price_cached_input[i])
-    if live is None:
-        latency = table.ttft_s + n_out * table.inv_tps
-    else:
-        latency = live.ttft_s + n_out * live.inv_tps
+    matrix = table.matrix if live is None else live.matrix
+    cost = matrix[:, 0] * n_in + matrix[:, 1] * n_out
+    i, saving = _sticky_saving(table, features, sticky)
+    if i >= 0:
+        cost[i] -= saving
+    latency = matrix[:, 2] + n_out * matrix[:, 3]
     return cost, latency
 
 
@@ -87,26 +104,26 @@ def _masks(
     features: Features,
     policy: ResolvedPolicy,
     quality: FloatArray,
-    cost: FloatArray,
-    latency: FloatArray,
+    cost: FloatArray | None,
+    latency: FloatArray | None,
     unavailable: Collection[str],
 ) -> tuple[BoolArray, BoolArray]:
-    """(hard, soft) feasibility: hard = model/health/capability/context, soft = floor/ceilings."""
-    hard = table.capability_mask(features.requirements) & (
+    """(hard, soft) feasibility: hard = model/health/capability/context, soft = floor/ceilings.
+
+    ``cost`` / ``latency`` are only read when the policy sets the matching ceiling.
+    """
+    hard = table.static_mask(features.requirements, policy.models) & (
         table.context_window >= features.required_context
     )
-    if policy.models is not None:
-        hard &= table.model_mask(policy.models)
     if unavailable:
-        hard = hard.copy()
         for dep_id in unavailable:
             i = table.index.get(dep_id)
             if i is not None:
                 hard[i] = False
     soft = quality >= policy.quality_floor
-    if policy.max_cost_usd is not None:
+    if policy.max_cost_usd is not None and cost is not None:
         soft &= cost <= policy.max_cost_usd
-    if policy.max_latency_s is not None:
+    if policy.max_latency_s is not None and latency is not None:
         soft &= latency <= policy.max_latency_s
     return hard, soft
 
@@ -210,33 +227,47 @@ def plan_route(
 
     ``unavailable``: deployment ids to exclude as ``excluded:unhealthy`` (e.g. open circuit
     breakers). ``quality``: per-deployment quality predictor (default: catalog scores for the
-    request's category). ``explain``: also fill ``plan.candidates`` with one row per deployment.
-    Raises :class:`NoFeasibleDeploymentError` when nothing can serve and the policy is not
-    best effort.
+    request's category). ``sticky``: a session's deployment whose cached prefix is priced at
+    the cached-input price. ``explain``: also fill ``plan.candidates`` with one row per
+    deployment. Raises :class:`NoFeasibleDeploymentError` when nothing can serve and the
+    policy is not best effort.
+
+    Hot path: one mat-vec gives every utility, a few masks give feasibility, one argsort
+    orders the feasible ones; costs and latencies are computed only for the deployments the
+    plan walks through (the explain and error paths compute them all).
     """
     q_arr = (
         quality.estimate(table, features)
         if quality is not None
         else table.quality_for(features.category)
     )
-    cost, latency = estimate_arrays(table, features, live, sticky)
+    n_in, n_out = features.input_tokens, features.output_tokens
+    lc, ll = policy.lambda_cost, policy.lambda_latency
+    matrix = table.matrix if live is None else live.matrix
+    utility = q_arr - matrix @ np.array((lc * n_in, lc * n_out, ll, ll * n_out))
+    sticky_i, saving = _sticky_saving(table, features, sticky)
+    if sticky_i >= 0:
+        utility[sticky_i] += lc * saving
+    ceilings = policy.max_cost_usd is not None or policy.max_latency_s is not None
+    cost = latency = None
+    if ceilings or explain:
+        cost, latency = estimate_arrays(table, features, live, sticky)
     hard, soft = _masks(table, features, policy, q_arr, cost, latency, unavailable)
-    feasible = hard & soft
+    feasible_idx = np.flatnonzero(hard & soft)
     best_effort = False
-    n_feasible = int(np.count_nonzero(feasible))
-    if n_feasible == 0 and unavailable:
+    if not feasible_idx.size and unavailable:
         # Every deployment that could serve is unhealthy: plan them anyway, so the walk
         # answers with its retryable 503 (circuit_open), not a 4xx about the request.
         hard, soft = _masks(table, features, policy, q_arr, cost, latency, _NO_IDS)
-        feasible = hard & soft
-        n_feasible = int(np.count_nonzero(feasible))
-        if n_feasible:
+        feasible_idx = np.flatnonzero(hard & soft)
+        if feasible_idx.size:
             unavailable = _NO_IDS
-    if n_feasible == 0:
+    if not feasible_idx.size:
         if policy.best_effort and hard.any():
-            feasible, best_effort = hard, True
-            n_feasible = int(np.count_nonzero(feasible))
+            feasible_idx, best_effort = np.flatnonzero(hard), True
         else:
+            if cost is None or latency is None:
+                cost, latency = estimate_arrays(table, features, live, sticky)
             raise _no_feasible(
                 table,
                 features,
@@ -246,67 +277,85 @@ def plan_route(
                 latency.tolist(),
                 unavailable,
             )
-    utility = q_arr - policy.lambda_cost * cost - policy.lambda_latency * latency
-    masked = np.where(feasible, utility, -np.inf)
-    order = np.argsort(-masked, kind="stable")[:n_feasible]
-    idx: list[int] = order.tolist()
-    u: list[float] = masked[order].tolist()
-    q: list[float] = q_arr[order].tolist()
-    c: list[float] = cost[order].tolist()
-    lat: list[float] = latency[order].tolist()
+    # Highest utility first; among exact ties the higher quality first (so raising the floor
+    # can never pick a lower quality), then catalog order.
+    order_arr = feasible_idx[np.lexsort((-q_arr[feasible_idx], -utility[feasible_idx]))]
+    order: list[int] = order_arr.tolist()
+    u: list[float] = utility[order_arr].tolist()
+    n_feasible = len(order)
 
-    limit = 1 + policy.max_fallbacks
-    dominated: dict[int, int] = {}  # position -> position of a dominator
+    # q, c, l of the walked positions, computed on demand in plain floats.
+    q_all = q_arr.tolist() if n_feasible > 8 else None
+    p_in, p_out = table.price_input_list, table.price_output_list
+    qs: list[float | None] = [None] * n_feasible
+    cs: list[float] = [0.0] * n_feasible
+    ls: list[float] = [0.0] * n_feasible
+
+    def fill(k: int) -> None:
+        i = order[k]
+        qs[k] = q_all[i] if q_all is not None else float(q_arr[i])
+        c = p_in[i] * n_in + p_out[i] * n_out
+        cs[k] = c - saving if i == sticky_i else c
+        ls[k] = float(matrix[i, 2]) + n_out * float(matrix[i, 3])
+
+    def dominator(k: int) -> int | None:
+        # Dominators have a utility >= (up to rounding): those before k, or tied after it.
+        uk = u[k]
+        tol = 1e-9 * (1.0 + abs(uk))
+        if qs[k] is None:
+            fill(k)
+        for j in range(n_feasible):
+            if j > k and u[j] < uk - tol:
+                break
+            if j == k:
+                continue
+            if qs[j] is None:
+                fill(j)
+            if dominates(qs[j], cs[j], ls[j], qs[k], cs[k], ls[k]):  # type: ignore[arg-type]
+                return j
+        return None
+
+    deployments = table.deployments
+    dominated: set[int] = set()
     chosen = 0
     for k in range(n_feasible):
-        j = dominator_in(k, u, q, c, lat)
-        if j is None:
+        if dominator(k) is None:
             chosen = k
             break
-        dominated[k] = j
-    deployments = table.deployments
-    chosen_dep = deployments[idx[chosen]]
-    entries = [
-        PlanEntry(
-            chosen_dep,
-            BEST_EFFORT if best_effort else CHOSEN,
-            c[chosen],
-            lat[chosen],
-            u[chosen],
-            q[chosen],
-        )
-    ]
-    taken = {chosen}
+        dominated.add(k)
+
+    def entry(k: int, reason: str) -> PlanEntry:
+        if qs[k] is None:
+            fill(k)
+        return PlanEntry(deployments[order[k]], reason, cs[k], ls[k], u[k], qs[k])
+
+    entries = [entry(chosen, BEST_EFFORT if best_effort else CHOSEN)]
+    limit = 1 + policy.max_fallbacks
     if limit > 1:
-        model = chosen_dep.model.name
-        for k in range(n_feasible):
-            if len(entries) >= limit:
-                break
-            if k not in taken and deployments[idx[k]].model.name == model:
-                entries.append(PlanEntry(deployments[idx[k]], SAME_MODEL, c[k], lat[k], u[k], q[k]))
-                taken.add(k)
+        taken = {chosen}
+        same = table.deployments_of(deployments[order[chosen]].model.name)
+        if len(same) > 1:
+            for k in range(n_feasible):
+                if len(entries) >= limit:
+                    break
+                if k not in taken and order[k] in same:
+                    entries.append(entry(k, SAME_MODEL))
+                    taken.add(k)
         tail: list[int] = []
         for k in range(n_feasible):
             if len(entries) >= limit:
                 break
             if k in taken:
                 continue
-            if k not in dominated:
-                j = dominator_in(k, u, q, c, lat)
-                if j is not None:
-                    dominated[k] = j
-            if k in dominated:
+            if k in dominated or dominator(k) is not None:
                 tail.append(k)
                 continue
-            entries.append(PlanEntry(deployments[idx[k]], NEXT_BEST, c[k], lat[k], u[k], q[k]))
+            entries.append(entry(k, NEXT_BEST))
             taken.add(k)
         for k in tail:
             if len(entries) >= limit:
                 break
-            entries.append(
-                PlanEntry(deployments[idx[k]], NEXT_BEST_DOMINATED, c[k], lat[k], u[k], q[k])
-            )
-            taken.add(k)
+            entries.append(entry(k, NEXT_BEST_DOMINATED))
 
     plan = RoutePlan(
         entries=entries,
@@ -332,6 +381,10 @@ def plan_route(
             unavailable,
         )
     if explain:
+        if cost is None or latency is None:  # pragma: no cover - computed above when explaining
+            cost, latency = estimate_arrays(table, features, live, sticky)
+        feasible = np.zeros(len(table), dtype=np.bool_)
+        feasible[order_arr] = True
         plan.candidates = _candidates(
             table, features, policy, q_arr, cost, latency, utility, feasible, plan, unavailable
         )

@@ -165,7 +165,7 @@ class Router:
                 "your key's models directly, or ask the admin to widen the key",
                 param="model",
             )
-        live = LiveView(self.live.ttft_s, self.live.inv_tps) if table is self.live.table else None
+        live = LiveView(self.live.matrix) if table is self.live.table else None
         if unavailable is None:
             unavailable = self.health() if self.health is not None else _EMPTY
         quality = self.quality

@@ -43,6 +43,11 @@ class CatalogTable:
         "_models",
         "_by_model",
         "all_true",
+        "matrix",
+        "price_input_list",
+        "price_output_list",
+        "price_cached_list",
+        "_hard",
     )
 
     def __init__(self, catalog: Catalog) -> None:
@@ -75,6 +80,16 @@ class CatalogTable:
             self._by_model[d.model.name] = (*self._by_model.get(d.model.name, ()), i)
         self._models: dict[frozenset[str], BoolArray] = {}
         self.all_true: BoolArray = np.ones(len(deps), dtype=np.bool_)
+        # Columns [p_in, p_out, ttft, 1/tps]: U = q - matrix @ [λc·n_in, λc·n_out, λl, λl·n_out]
+        self.matrix: FloatArray = np.ascontiguousarray(
+            np.stack([self.price_input, self.price_output, self.ttft_s, self.inv_tps], axis=1)
+            if deps
+            else np.zeros((0, 4))
+        )
+        self.price_input_list: list[float] = self.price_input.tolist()
+        self.price_output_list: list[float] = self.price_output.tolist()
+        self.price_cached_list: list[float] = self.price_cached_input.tolist()
+        self._hard: dict[tuple[frozenset[str], frozenset[str] | None], BoolArray] = {}
 
     def __len__(self) -> int:
         return len(self.deployments)
@@ -107,6 +122,15 @@ class CatalogTable:
                 count=len(self.model_names),
             )
             self._models[models] = mask
+        return mask
+
+    def static_mask(self, needs: frozenset[str], models: frozenset[str] | None) -> BoolArray:
+        """Capability and model masks combined (memoised per (needs, models))."""
+        key = (needs, models)
+        mask = self._hard.get(key)
+        if mask is None:
+            mask = self.capability_mask(needs) & self.model_mask(models)
+            self._hard[key] = mask
         return mask
 
     def deployments_of(self, model: str) -> tuple[int, ...]:

@@ -148,3 +148,34 @@ async def test_proxied_response_carries_routing_headers(app_client) -> None:
     assert r.headers["x-pareto-reason"].startswith("best_utility")
     assert float(r.headers["x-pareto-est-cost-usd"]) > 0
     assert r.headers["x-pareto-deployment"] != "strong@a"
+
+
+async def test_floor_rules_hot_reload_and_invalid_rules_are_refused(
+    app_client, write_config
+) -> None:
+    def own_rules(rules: list[dict[str, Any]]) -> dict[str, Any]:
+        # A config with its own policies and rules (not including config/policies.yaml).
+        auto = {"lambda_cost": 10000, "lambda_latency": 1, "quality_floor": "heuristic"}
+        return tiered_config(
+            include=[], policies={"auto": auto}, routing={"quality_floor_rules": rules}
+        )
+
+    rules = [{"category": ["chat"], "floor": 60}, {"floor": 20}]
+    client = await app_client(own_rules(rules), admin_key="k")
+    admin = {"authorization": "Bearer k"}
+    r = await client.post("/v1/route", json={"model": "auto", "messages": HELLO})
+    assert r.json()["policy"]["quality_floor"] == 60
+    assert r.json()["plan"][0]["deployment"] == "strong@a"
+    write_config(own_rules([{"floor": 10}]))
+    assert (await client.post("/admin/reload", headers=admin)).status_code == 200
+    r = await client.post("/v1/route", json={"model": "auto", "messages": HELLO})
+    assert r.json()["policy"]["quality_floor"] == 10
+    bad = [{"category": ["poetry"], "floor": 30}, {"difficulty": ["brutal"], "floor": 101}]
+    write_config(own_rules(bad))
+    r = await client.post("/admin/reload", headers=admin)
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert "routing.quality_floor_rules.0.category" in message and "poetry" in message
+    assert "routing.quality_floor_rules.1.floor" in message
+    r = await client.post("/v1/route", json={"model": "auto", "messages": HELLO})
+    assert r.json()["policy"]["quality_floor"] == 10  # the old rules still apply
