@@ -366,7 +366,14 @@ def plan_route(
         feasible=n_feasible,
         best_effort=best_effort,
     )
+    feasible: BoolArray | None = None
+    if sticky is not None or explain:
+        if cost is None or latency is None:
+            cost, latency = estimate_arrays(table, features, live, sticky)
+        feasible = np.zeros(len(table), dtype=np.bool_)
+        feasible[order_arr] = True
     if sticky is not None:
+        assert cost is not None and latency is not None and feasible is not None
         plan.sticky = _sticky_outcome(
             table,
             sticky,
@@ -381,10 +388,7 @@ def plan_route(
             unavailable,
         )
     if explain:
-        if cost is None or latency is None:  # pragma: no cover - computed above when explaining
-            cost, latency = estimate_arrays(table, features, live, sticky)
-        feasible = np.zeros(len(table), dtype=np.bool_)
-        feasible[order_arr] = True
+        assert cost is not None and latency is not None and feasible is not None
         plan.candidates = _candidates(
             table, features, policy, q_arr, cost, latency, utility, feasible, plan, unavailable
         )
