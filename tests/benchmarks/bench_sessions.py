@@ -65,6 +65,18 @@ TURNS = [
 ]
 
 
+def attachment(s: int) -> str:
+    """A ~3,000-token source file the conversation is about (different per session)."""
+    lines = [
+        f"def handler_{s}_{i}(event: dict, retries: int = {i % 5}) -> dict:\n"
+        f"    # step {i}: validate, price and settle invoice batch {s * 100 + i}\n"
+        f"    total = sum(item['amount'] for item in event['items'][:{i + 3}])\n"
+        f"    return {{'status': 'ok', 'total': total, 'batch': {s * 100 + i}}}\n"
+        for i in range(60)
+    ]
+    return "".join(lines)
+
+
 @dataclass
 class Totals:
     cost_usd: float = 0.0
@@ -75,57 +87,83 @@ class Totals:
     failures: int = 0
     sessions: int = 0
     deployments: dict[str, int] = field(default_factory=dict)
+    session_states: dict[str, int] = field(default_factory=dict)
+    quality_sum: float = 0.0
 
 
-def instant_demo(tmp: Path) -> Path:
-    """config/demo.yaml with instant simulated deployments (same prices, speeds, caches)."""
+def demo_config(tmp: Path, realtime: bool) -> Path:
+    """config/demo.yaml, optionally with instant simulated deployments (same prices, caches)."""
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     demo["include"] = [str(ROOT / "config" / p) for p in demo.get("include", [])]
     for dep in demo["deployments"].values():
-        dep.setdefault("simulation", {})["realtime"] = False
-    path = tmp / "demo-instant.yaml"
+        dep.setdefault("simulation", {})["realtime"] = realtime
+    path = tmp / "demo.yaml"
     path.write_text(yaml.safe_dump(demo, sort_keys=False))
     return path
 
 
-async def replay(config: Path, sessions: int, turns: int, sticky: bool, model: str) -> Totals:
+async def replay(
+    config: Path, sessions: int, turns: int, sticky: bool, model: str, attach: bool
+) -> Totals:
     app = create_app(
         Settings(config=config, watch_config=False, sessions_enabled=sticky, log_level="warning")
     )
     totals = Totals(sessions=sessions)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            for s in range(sessions):
-                messages: list[dict[str, Any]] = [
-                    {"role": "system", "content": SYSTEMS[s % len(SYSTEMS)] + f" (desk {s})"}
-                ]
-                last: str | None = None
-                for t in range(turns):
-                    prompt = TURNS[(s * 5 + t) % len(TURNS)]
-                    messages.append({"role": "user", "content": prompt})
-                    r = await client.post(
-                        "/v1/chat/completions",
-                        json={"model": model, "messages": messages},
-                        headers={"x-pareto-session-id": f"bench-{s}"},
-                    )
-                    totals.requests += 1
-                    if r.status_code != 200:
-                        totals.failures += 1
-                        messages.pop()
-                        continue
-                    body = r.json()
-                    messages.append(body["choices"][0]["message"])
-                    usage = body["usage"]
-                    totals.prompt_tokens += usage["prompt_tokens"]
-                    totals.cached_tokens += usage["prompt_tokens_details"]["cached_tokens"]
-                    totals.cost_usd += float(r.headers["x-pareto-cost-usd"])
-                    dep = r.headers["x-pareto-deployment"]
-                    totals.deployments[dep] = totals.deployments.get(dep, 0) + 1
-                    if last is not None and dep != last:
-                        totals.switches += 1
-                    last = dep
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", timeout=120
+        ) as client:
+            await asyncio.gather(
+                *(conversation(client, s, turns, model, attach, totals) for s in range(sessions))
+            )
+        models = app.state.gateway.catalog.models
+        totals.quality_sum = sum(
+            models[dep.split("@")[0]].quality * n for dep, n in totals.deployments.items()
+        )
     return totals
+
+
+async def conversation(
+    client: httpx.AsyncClient, s: int, turns: int, model: str, attach: bool, totals: Totals
+) -> None:
+    """One chat mixing task types; with ``attach`` the first turn pastes a source file."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": SYSTEMS[s % len(SYSTEMS)] + f" (desk {s})"}
+    ]
+    last: str | None = None
+    for t in range(turns):
+        prompt = TURNS[(s * 5 + t) % len(TURNS)]
+        if t == 0 and attach:
+            prompt = (
+                "Here is the module we will work on today:\n```python\n"
+                + attachment(s)
+                + "```\nRead it and tell me what it does."
+            )
+        messages.append({"role": "user", "content": prompt})
+        r = await client.post(
+            "/v1/chat/completions",
+            json={"model": model, "messages": messages},
+            headers={"x-pareto-session-id": f"bench-{s}"},
+        )
+        totals.requests += 1
+        if r.status_code != 200:
+            totals.failures += 1
+            messages.pop()
+            continue
+        body = r.json()
+        messages.append(body["choices"][0]["message"])
+        usage = body["usage"]
+        totals.prompt_tokens += usage["prompt_tokens"]
+        totals.cached_tokens += usage["prompt_tokens_details"]["cached_tokens"]
+        totals.cost_usd += float(r.headers["x-pareto-cost-usd"])
+        dep = r.headers["x-pareto-deployment"]
+        state = r.headers.get("x-pareto-session", "off")
+        totals.session_states[state] = totals.session_states.get(state, 0) + 1
+        totals.deployments[dep] = totals.deployments.get(dep, 0) + 1
+        if last is not None and dep != last:
+            totals.switches += 1
+        last = dep
 
 
 def report(name: str, t: Totals) -> None:
@@ -133,9 +171,12 @@ def report(name: str, t: Totals) -> None:
     top = sorted(t.deployments.items(), key=lambda kv: -kv[1])[:4]
     print(
         f"  {name:<14} cost ${t.cost_usd:.4f}  cached share {share:6.1%}  "
-        f"switches/session {t.switches / t.sessions:.2f}  failures {t.failures}/{t.requests}"
+        f"switches/session {t.switches / t.sessions:.2f}  failures {t.failures}/{t.requests}  "
+        f"mean model quality {t.quality_sum / max(1, t.requests - t.failures):.1f}"
     )
     print(f"  {'':<14} deployments: " + ", ".join(f"{d} ×{n}" for d, n in top))
+    states = sorted(t.session_states.items(), key=lambda kv: -kv[1])
+    print(f"  {'':<14} x-pareto-session: " + ", ".join(f"{s} ×{n}" for s, n in states))
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -167,7 +208,7 @@ async def store_latency(n: int) -> None:
                 headers = {"x-pareto-session-id": sid}
                 start = time.perf_counter()
                 found = await sessions.lookup(body, headers)
-                await sessions.remember(found, "gpt-oss-120b@groq")
+                await sessions.remember(found, "gpt-oss-120b@groq", "auto")
                 samples.append((time.perf_counter() - start) * 1e6)
             print(
                 f"  {name:<7} lookup+remember per request: p50 {pct(samples, 0.5):7.1f} µs  "
@@ -187,15 +228,26 @@ async def main() -> None:
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--model", default="auto", help="policy or model to request")
     parser.add_argument("--latency-samples", type=int, default=5000)
+    parser.add_argument(
+        "--instant",
+        action="store_true",
+        help="no simulated TTFT/decode sleeps (faster, but live latency estimates drop to ~0)",
+    )
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        help="the first turn pastes a ~3,000-token source file (long shared prefix)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        config = instant_demo(Path(tmp))
+        config = demo_config(Path(tmp), realtime=not args.instant)
         print(
-            f"1) {args.sessions} sessions × {args.turns} turns on the demo catalog, "
-            f"model={args.model!r}"
+            f"1) {args.sessions} concurrent sessions × {args.turns} turns on the demo catalog, "
+            f"model={args.model!r}, {'instant' if args.instant else 'real-time'} simulation"
+            + (", file attached on turn 1" if args.attach else "")
         )
-        on = await replay(config, args.sessions, args.turns, True, args.model)
-        off = await replay(config, args.sessions, args.turns, False, args.model)
+        on = await replay(config, args.sessions, args.turns, True, args.model, args.attach)
+        off = await replay(config, args.sessions, args.turns, False, args.model, args.attach)
         report("sticky", on)
         report("per-turn", off)
         if off.cost_usd:
