@@ -273,6 +273,7 @@ class Gateway:
         ctx.walk = self.failover.begin(
             ctx.request_id, rec, request_limits(self.failover.defaults, policy)
         )
+        ctx.walk.prompt_cache = policy.prompt_cache if policy is not None else None
         # An error raised from here is recorded once, by the route (Gateway.record_failure).
         if body.get("stream"):
             return await self._stream(plan, body, upstream_body, ctx)

@@ -244,6 +244,7 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
             reliability=p.reliability,
             cascade=cascade,
             max_fallbacks=p.max_fallbacks,
+            prompt_cache=p.prompt_cache,
             learned=learned,
         )
     if auth is not None:

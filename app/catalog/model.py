@@ -97,6 +97,8 @@ class Policy:
     reliability: ReliabilitySpec | None = None
     cascade: CascadePolicy | None = None
     max_fallbacks: int = 3
+    # Anthropic prompt caching for this policy's requests; None = each deployment's setting.
+    prompt_cache: bool | None = None
     # A trained quality predictor (``learned_router:``); None = catalog quality per category.
     learned: LearnedScorer | None = field(default=None, compare=False)
 

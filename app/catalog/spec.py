@@ -154,6 +154,12 @@ class PolicySpec(_Spec):
     reliability: ReliabilitySpec | None = None
     cascade: CascadeSpec | None = Field(default=None, description="cheap tier first, escalate")
     max_fallbacks: int = Field(default=3, ge=0, le=20, description="plan entries after the first")
+    prompt_cache: bool | None = Field(
+        default=None,
+        description="Anthropic deployments: add cache_control breakpoints to the system prompt "
+        "and the conversation so far (true), never (false), or as each deployment's "
+        "prompt_cache says (unset)",
+    )
     learned_router: str | None = Field(
         default=None,
         description="a `pareto train` router file (path relative to this config file); its "

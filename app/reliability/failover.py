@@ -209,6 +209,7 @@ class Failover:
                 if stream
                 else limits.first_token_s + max(0.0, entry.est_latency_s - dep.ttft_s),
                 total_timeout_s=total_s,
+                prompt_cache=walk.prompt_cache,
             )
             if self.monitor is not None:
                 self.monitor.attempt_started(dep.id)

@@ -26,6 +26,8 @@ class Walk:
     limits: RequestLimits
     deadline: float
     errors: list[UpstreamError] = field(default_factory=list)
+    # Explicit prompt caching for every attempt (the policy's option); None = per deployment.
+    prompt_cache: bool | None = None
 
     def note(self, entry: PlanEntry, exc: UpstreamError | None, *, called: bool = True) -> None:
         """Log one attempt (``called=False``: skipped without an upstream call)."""
