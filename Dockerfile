@@ -10,7 +10,7 @@ RUN pip wheel --wheel-dir /wheels .
 FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PARETO_CONFIG=/etc/pareto/demo.yaml
-RUN groupadd --system pareto && useradd --system --gid pareto --home /home/pareto pareto
+RUN groupadd --system --gid 10001 pareto && useradd --system --uid 10001 --gid pareto --home /home/pareto pareto
 COPY --from=build /wheels /wheels
 RUN pip install --no-index --find-links=/wheels pareto-gateway && rm -rf /wheels
 COPY config /etc/pareto

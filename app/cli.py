@@ -120,6 +120,36 @@ def _cmd_catalog_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo_traffic(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    import httpx
+
+    from app.demo_traffic import run
+
+    deadline = time.monotonic() + args.wait
+    while True:  # in compose the gateway may still be starting
+        try:
+            if httpx.get(f"{args.url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            print(f"pareto demo-traffic: {args.url} did not answer /healthz", file=sys.stderr)
+            return 1
+        time.sleep(1)
+    stats = asyncio.run(
+        run(args.url, rps=args.rps, requests=args.requests, api_key=args.api_key, seed=args.seed)
+    )
+    print(
+        f"sent {stats.sent} requests: "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(stats.by_status.items()))
+        + f"; transport errors: {stats.transport_errors}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pareto", description="Pareto Gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--output-tokens", type=int, default=64)
     sim.add_argument("--instant", action="store_true", help="no TTFT/decode sleeps at all")
     sim.set_defaults(func=_cmd_simulate)
+
+    demo = sub.add_parser(
+        "demo-traffic", help="send bounded demo traffic (for dashboards on simulated upstreams)"
+    )
+    demo.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's root URL")
+    demo.add_argument("--rps", type=float, default=2.0, help="requests per second (max 50)")
+    demo.add_argument("--requests", type=int, default=0, help="total requests (0: until stopped)")
+    demo.add_argument("--api-key", default=os.environ.get("PARETO_DEMO_API_KEY"))
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the gateway")
+    demo.set_defaults(func=_cmd_demo_traffic)
 
     catalog = sub.add_parser("catalog", help="catalog tools")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
