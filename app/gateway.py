@@ -21,6 +21,7 @@ from app.cascade.driver import (
     BodyFor,
     CascadeDriver,
     cascade_headers,
+    cascade_name,
     note_failed,
     note_served,
 )
@@ -248,8 +249,8 @@ class Gateway:
 
     async def handle_chat(self, body: dict[str, Any], ctx: RequestContext) -> ChatResult:
         catalog = self.catalog
-        cascade = catalog.policies.get(str(body.get("model")))
-        if cascade is not None and cascade.cascade is not None:
+        cascade = self._cascade_policy(catalog, body, ctx)
+        if cascade is not None:
             # Cheap tiers first (app/cascade); one reliability walk spans every tier.
             ctx.walk = self.failover.begin(
                 ctx.request_id, ctx.record, request_limits(self.failover.defaults, cascade)
@@ -313,10 +314,43 @@ class Gateway:
             return await self._stream(outcome.plan, body, upstream_body, ctx)
         return await self._complete(outcome.plan, body, upstream_body, ctx)
 
+    @staticmethod
+    def _cascade_policy(
+        catalog: Catalog, body: dict[str, Any], ctx: RequestContext
+    ) -> Policy | None:
+        """The cascade policy the request names (by ``model`` or a policy override), if any."""
+        if not catalog.cascades:
+            return None
+        name = cascade_name(body, ctx.headers)
+        return catalog.policies[name] if name in catalog.cascades else None
+
+    def explain_cascade(self, body: dict[str, Any], ctx: RequestContext) -> dict[str, Any] | None:
+        """``POST /v1/route`` for a cascade policy (None when the request names none)."""
+        catalog = self.catalog
+        policy = self._cascade_policy(catalog, body, ctx)
+        if policy is None or policy.cascade is None:
+            return None
+        allowed_models(ctx.api_key, catalog, policy.name)
+        return self.cascade.explain(catalog, policy.name, policy.cascade, body, ctx)
+
     # -- the cascade driver's TierWalker ----------------------------------------------------
-    def plan_tier(self, catalog: Catalog, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
-        """A cascade tier's (or judge's) routing plan."""
-        return self.plan(catalog, body, ctx)
+    def plan_tier(
+        self,
+        catalog: Catalog,
+        body: dict[str, Any],
+        ctx: RequestContext,
+        *,
+        client_overrides: bool = True,
+        explain: bool = False,
+    ) -> RoutePlan:
+        """A cascade tier's (or judge's) routing plan: never the client's policy override."""
+        headers = {
+            k: v
+            for k, v in ctx.headers.items()
+            if k != "x-pareto-policy" and (client_overrides or not k.startswith("x-pareto-"))
+        }
+        allowed = allowed_models(ctx.api_key, catalog, str(body.get("model")))
+        return self.router.route(catalog, body, headers, allowed_models=allowed, explain=explain)
 
     async def walk_complete(
         self, plan: RoutePlan, body_for: BodyFor, ctx: RequestContext

@@ -190,8 +190,10 @@ async def route_explain(request: Request) -> Response:
         record=Record(request_id=rid),
         api_key=api_key,
     )
-    plan = gateway.explain_route(body, ctx)
-    return Response(orjson.dumps(plan.explain()), media_type="application/json")
+    explained = gateway.explain_cascade(body, ctx)  # None unless a cascade policy is named
+    if explained is None:
+        explained = gateway.explain_route(body, ctx).explain()
+    return Response(orjson.dumps(explained), media_type="application/json")
 
 
 @router.get("/v1/models")

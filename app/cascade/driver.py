@@ -52,8 +52,20 @@ _CHECK_CACHE_SIZE = 64
 class TierWalker(Protocol):
     """What the driver needs from the gateway: routing, the reliability walk, pricing."""
 
-    def plan_tier(self, catalog: Catalog, body: dict[str, Any], ctx: Any) -> RoutePlan:
-        """The routing plan of a tier (``body["model"]`` names its model or policy)."""
+    def plan_tier(
+        self,
+        catalog: Catalog,
+        body: dict[str, Any],
+        ctx: Any,
+        *,
+        client_overrides: bool = True,
+        explain: bool = False,
+    ) -> RoutePlan:
+        """The routing plan of a tier (``body["model"]`` names its model or policy).
+
+        Never with the client's policy override (the cascade *is* the policy); with its
+        numeric overrides (floor, ceilings) unless ``client_overrides`` is false (the judge).
+        """
         ...
 
     async def walk_complete(
@@ -184,7 +196,7 @@ class CascadeDriver:
             )
             rec.escalation_reason = rec.escalation_reason or got.verdict.reason
         last = tiers[-1]
-        plan = self._walker.plan_tier(catalog, {**upstream_body, "model": last.target}, ctx)
+        plan = self._walker.plan_tier(catalog, routing_view(body, last.target), ctx)
         rec.tiers.append({"tier": len(tiers), "target": last.target, "outcome": "served"})
         rec.tiers[-1]["cost_usd"] = 0.0
         rec.cost_usd = _spent(rec)
@@ -202,7 +214,7 @@ class CascadeDriver:
         ctx: Any,
     ) -> _TierAnswer:
         tier_body = {**upstream_body, "model": tier.target}
-        plan = self._walker.plan_tier(catalog, tier_body, ctx)
+        plan = self._walker.plan_tier(catalog, routing_view(body, tier.target), ctx)
         # Ask for logprobs where the deployment has them and a check reads them; strip them
         # again unless the client asked.
         ask_logprobs = cascade.min_confidence is not None and not body.get("logprobs")
@@ -234,7 +246,7 @@ class CascadeDriver:
         """Ask the judge model through the gateway's own routing and reliability walk."""
         request = judge_body(judge, body, answer)
         try:
-            plan = self._walker.plan_tier(catalog, request, ctx)
+            plan = self._walker.plan_tier(catalog, request, ctx, client_overrides=False)
             entry, completion = await self._walker.walk_complete(plan, lambda e: request, ctx)
         except GatewayError as exc:
             if judge.accept_on_error:
@@ -255,6 +267,65 @@ class CascadeDriver:
             ),
             cost,
         )
+
+    def explain(
+        self, catalog: Catalog, name: str, cascade: CascadePolicy, body: dict[str, Any], ctx: Any
+    ) -> dict[str, Any]:
+        """``POST /v1/route`` for a cascade: its settings and each tier's explained plan."""
+        tiers: list[dict[str, Any]] = []
+        for index, tier in enumerate(cascade.tiers, start=1):
+            row: dict[str, Any] = {
+                "tier": index,
+                "target": tier.target,
+                "kind": tier.kind,
+                "timeout_s": tier.timeout_s,
+            }
+            try:
+                plan = self._walker.plan_tier(
+                    catalog, routing_view(body, tier.target), ctx, explain=True
+                )
+            except GatewayError as exc:
+                row["error"] = {"code": exc.code, "message": exc.message}
+            else:
+                row.update(plan.explain())
+            tiers.append(row)
+        judge = cascade.judge
+        return {
+            "cascade": {
+                "policy": name,
+                "streaming": cascade.streaming,
+                "checks": {
+                    "structural": cascade.structural,
+                    "refusal": cascade.refusal,
+                    "min_confidence": cascade.min_confidence,
+                    "judge": None
+                    if judge is None
+                    else {"target": judge.target, "min_score": judge.min_score},
+                },
+                "tiers": tiers,
+            }
+        }
+
+
+def routing_view(body: dict[str, Any], target: str) -> dict[str, Any]:
+    """The body a tier is routed with: its target as ``model``; the client's numeric
+    overrides kept, its policy override dropped (the cascade is the policy)."""
+    view = {**body, "model": target}
+    extra = body.get("pareto")
+    if isinstance(extra, dict) and "policy" in extra:
+        view["pareto"] = {k: v for k, v in extra.items() if k != "policy"}
+    return view
+
+
+def cascade_name(body: dict[str, Any], headers: Any) -> str:
+    """The policy a request names: the ``x-pareto-policy`` / ``pareto.policy`` override, else
+    ``model`` (the same precedence as the router's)."""
+    name = headers.get("x-pareto-policy")
+    if name is None:
+        extra = body.get("pareto")
+        if isinstance(extra, dict) and isinstance(extra.get("policy"), str):
+            name = extra["policy"]
+    return str(name if name is not None else body.get("model")).strip()
 
 
 def _spent(rec: Record) -> float:

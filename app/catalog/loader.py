@@ -278,6 +278,7 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
         disabled=disabled,
         auth=compile_auth(auth[1] if auth else None),
         routing=_compile_routing(routing[1] if routing else None),
+        cascades=frozenset(n for n, p in compiled_policies.items() if p.cascade is not None),
     )
 
 

@@ -170,6 +170,8 @@ class Catalog:
     disabled: Mapping[str, str]
     auth: AuthConfig = field(default_factory=AuthConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    # Names of the cascade policies, so plain requests skip the cascade check cheaply.
+    cascades: frozenset[str] = frozenset()
 
     def names(self) -> list[str]:
         """Every name a client may put in ``model``: models then policies."""

@@ -48,7 +48,14 @@ from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.support.procs import free_port  # noqa: E402
 
-CHEAP = "gpt-oss-120b@groq"
+CHEAP_DEPLOYMENTS = ("gpt-oss-120b@groq", "gpt-oss-120b@cerebras")
+
+
+def weak(kind: str) -> str:
+    """Directives that make every cheap-tier deployment's answer weak in this way."""
+    return " ".join(f"[sim:{kind}@{dep}]" for dep in CHEAP_DEPLOYMENTS)
+
+
 EASY = [
     "What is the capital of Portugal?",
     "Say good morning to the team in a friendly way.",
@@ -57,11 +64,11 @@ EASY = [
     "Translate 'thank you very much' into Spanish.",
 ]
 HARD = [  # (prompt, extra body) — the directive makes the cheap tier's answer weak
-    ("Prove that there are infinitely many primes of the form 4k+3. [sim:low_confidence@{c}]", {}),
-    ("Derive the closed form of sum k^3 and prove it by induction. [sim:low_confidence@{c}]", {}),
-    ("Explain how to bypass the licence check in this binary. [sim:refuse@{c}]", {}),
+    ("Prove that there are infinitely many primes of the form 4k+3. " + weak("low_confidence"), {}),
+    ("Derive the closed form of sum k^3 and prove it by induction. " + weak("low_confidence"), {}),
+    ("Explain how to bypass the licence check in this binary. " + weak("refuse"), {}),
     (
-        "Return the invoice fields as JSON: number, date, total. [sim:invalid_json@{c}]",
+        "Return the invoice fields as JSON: number, date, total. " + weak("invalid_json"),
         {"response_format": {"type": "json_object"}},
     ),
 ]
@@ -79,6 +86,7 @@ class Result:
     hard: int = 0
     hard_strong: int = 0
     models: dict[str, int] = field(default_factory=dict)
+    deployments: dict[str, int] = field(default_factory=dict)
 
     def row(self) -> str:
         n = len(self.costs)
@@ -109,7 +117,6 @@ def workload(
     for i, hard in enumerate(kinds):
         if hard:
             text, extra = HARD[i % hard_kinds]
-            text = text.format(c=CHEAP)
         else:
             text, extra = EASY[i % len(EASY)], {}
         body = {"messages": [{"role": "user", "content": f"(request {i}) {text}"}], **extra}
@@ -138,6 +145,8 @@ async def run_policy(
         result.costs.append(float(r.headers["x-pareto-cost-usd"]))
         result.latencies.append(elapsed)
         result.models[model] = result.models.get(model, 0) + 1
+        dep = r.headers["x-pareto-deployment"]
+        result.deployments[dep] = result.deployments.get(dep, 0) + 1
         if "x-pareto-escalation-reason" in r.headers:
             result.escalated += 1
         if hard:
@@ -150,13 +159,16 @@ async def run_policy(
 
 async def ttft(client: httpx.AsyncClient, policy: str, body: dict[str, Any]) -> float:
     started = time.perf_counter()
+    first: float | None = None
     async with client.stream(
         "POST", "/v1/chat/completions", json={**body, "model": policy, "stream": True}
     ) as r:
-        async for line in r.aiter_lines():
-            if '"content":"' in line and '"content":""' not in line:
-                return time.perf_counter() - started
-    raise RuntimeError("no content chunk")
+        async for line in r.aiter_lines():  # read to the end: a dropped stream is noise
+            if first is None and '"content":"' in line and '"content":""' not in line:
+                first = time.perf_counter() - started
+    if first is None:
+        raise RuntimeError("no content chunk")
+    return first
 
 
 async def main() -> None:
@@ -205,6 +217,7 @@ async def main() -> None:
             "| hard → strong model | served by |"
         )
         print("|---|---|---|---|---|---|---|")
+        results: dict[str, Result] = {}
         for policy in ("cascade", "cascade-judged", "gpt-5.5", "auto"):
             policy_items = items
             if policy == "cascade-judged":  # script the judge: easy answers pass, hard fail
@@ -213,10 +226,14 @@ async def main() -> None:
                     for h, b in items
                 ]
             result = await run_policy(client, policy, policy_items, args.concurrency, quality)
+            results[policy] = result
             print(result.row())
 
         # -- Part 2: break-even ------------------------------------------------------------
-        cheap = catalog.by_id[CHEAP]
+        cheap_prices = ", ".join(
+            f"{d} ${catalog.by_id[d].price_input * 1e6:g}/${catalog.by_id[d].price_output * 1e6:g}"
+            for d in CHEAP_DEPLOYMENTS
+        )
         strong = catalog.by_id["gpt-5.5@openai"]
         probe = workload(50, 0.0, seed=11)
         fan = args.sweep_concurrency
@@ -226,12 +243,17 @@ async def main() -> None:
         c2 = statistics.fmean(r_strong.costs)
         print(
             "\n## Part 2: break-even escalation rate\n\n"
-            f"Prices: {CHEAP} ${cheap.price_input * 1e6:g}/${cheap.price_output * 1e6:g} "
-            f"per M in/out, {strong.id} ${strong.price_input * 1e6:g}/"
+            f"Prices per M in/out: {cheap_prices}; {strong.id} ${strong.price_input * 1e6:g}/"
             f"${strong.price_output * 1e6:g}. Measured per request on this workload: "
-            f"cheap tier c1 = ${c1:.6f}, strong tier c2 = ${c2:.6f}.\n"
+            f"cheap tier c1 = ${c1:.6f} (served by {r_cheap.deployments}), strong tier "
+            f"c2 = ${c2:.6f}.\n"
             f"Cascade cost per request = c1 + e*c2, always-strong = c2 -> break-even "
             f"e* = 1 - c1/c2 = {1 - c1 / c2:.2%}.\n"
+        )
+        c_auto = statistics.fmean(results["auto"].costs)
+        print(
+            f"Against the predictive policy (auto, ${c_auto:.6f} per request in part 1): "
+            f"cascade = c1 + e*c2 = c_auto at e* = (c_auto - c1)/c2 = {(c_auto - c1) / c2:.2%}.\n"
         )
         print(
             "| escalation rate | cascade USD per 1k | always-strong USD per 1k | cascade / strong |"
@@ -262,7 +284,7 @@ async def main() -> None:
         easy_body = {"messages": [{"role": "user", "content": "(stream) Say hello."}]}
         hard_body = {
             "messages": [
-                {"role": "user", "content": f"(stream) Prove it. [sim:low_confidence@{CHEAP}]"}
+                {"role": "user", "content": "(stream) Prove it. " + weak("low_confidence")}
             ]
         }
         print("\n## Part 3: streaming time to first content chunk (s, median of 5)\n")

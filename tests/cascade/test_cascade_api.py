@@ -352,3 +352,56 @@ async def test_gateway_keys_limit_cascades_and_their_tiers(stack) -> None:
     assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
     r = await s.client.post(URL, json=chat("Hello"), headers={"authorization": f"Bearer {full}"})
     assert r.status_code == 200 and r.headers["x-pareto-tier"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("headers", "extra"),
+    [({"x-pareto-policy": "tiered"}, {}), ({}, {"pareto": {"policy": "tiered"}})],
+    ids=["header", "body"],
+)
+async def test_policy_override_can_name_a_cascade(stack, headers, extra) -> None:
+    s = await stack()
+    body = chat("Q [sim:low_confidence@mini@a] [sim:low_confidence@mini@b]", model="auto", **extra)
+    r = await s.client.post(URL, json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-pareto-policy"] == "tiered"
+    assert r.headers["x-pareto-escalation-reason"] == "low_confidence"
+    assert r.headers["x-pareto-deployment"] == "strong@sim"
+
+
+async def test_client_quality_floor_skips_a_cheap_tier_below_it(stack) -> None:
+    s = await stack()
+    r = await s.client.post(URL, json=chat("Hello"), headers={"x-pareto-quality-floor": "50"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-pareto-tier"] == "2"
+    assert "x-pareto-escalation-reason" not in r.headers
+    assert s.requests_to("mini@a") == 0 and s.requests_to("mini@b") == 0
+    (rec,) = s.records
+    assert [t["outcome"] for t in rec.tiers] == ["skipped", "served"]
+
+
+async def test_client_overrides_do_not_reach_the_judge(stack) -> None:
+    s = await stack()  # a floor of 35 admits the mini tier (40) but not the judge model (20)
+    r = await s.client.post(
+        URL,
+        json=chat("Explain [sim:grade=2@judge@sim]", model="judged"),
+        headers={"x-pareto-quality-floor": "35"},
+    )
+    assert r.headers["x-pareto-escalation-reason"] == "judge_rejected"
+    assert s.requests_to("judge@sim") == 1
+
+
+async def test_route_dry_run_explains_each_tier(stack) -> None:
+    s = await stack()
+    r = await s.client.post("/v1/route", json=chat("Hello"))
+    assert r.status_code == 200, r.text
+    cascade = r.json()["cascade"]
+    assert cascade["policy"] == "tiered" and cascade["checks"]["min_confidence"] == 0.5
+    tiers = cascade["tiers"]
+    assert [(t["tier"], t["target"], t["timeout_s"]) for t in tiers] == [
+        (1, "mini", 0.3),
+        (2, "strong", None),
+    ]
+    assert tiers[0]["plan"][0]["deployment"].startswith("mini@")
+    assert tiers[1]["plan"][0]["deployment"] == "strong@sim"
+    assert s.requests_to("mini@a") == 0  # a dry run calls no model
