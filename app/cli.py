@@ -1,4 +1,4 @@
-"""The ``pareto`` command: serve, simulate, catalog check, train, eval."""
+"""The ``pareto`` command: serve, simulate, catalog check, route, train, eval."""
 
 from __future__ import annotations
 
@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.auth.cli import add_keys_parser
 
     add_keys_parser(sub)
+
+    from app.route_command import add_route_parser
+
+    add_route_parser(sub)
     return parser
 
 

@@ -36,9 +36,9 @@ from app.routing.lexicon import (
 
 MESSAGE_OVERHEAD_TOKENS: Final = 4
 IMAGE_TOKENS: Final = 800
-HEAD_CHARS: Final = 500
-TAIL_CHARS: Final = 250
-SYSTEM_CHARS: Final = 200
+HEAD_CHARS: Final = 400
+TAIL_CHARS: Final = 200
+SYSTEM_CHARS: Final = 150
 EASY_BELOW: Final = 1.0
 HARD_FROM: Final = 2.5
 CATEGORY_ORDER: Final = ("code", "math", "summarization", "translation", "extraction", "creative")

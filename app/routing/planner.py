@@ -253,18 +253,18 @@ def plan_route(
     if ceilings or explain:
         cost, latency = estimate_arrays(table, features, live, sticky)
     hard, soft = _masks(table, features, policy, q_arr, cost, latency, unavailable)
-    feasible_idx = np.flatnonzero(hard & soft)
+    feasible_idx = (hard & soft).nonzero()[0]
     best_effort = False
     if not feasible_idx.size and unavailable:
         # Every deployment that could serve is unhealthy: plan them anyway, so the walk
         # answers with its retryable 503 (circuit_open), not a 4xx about the request.
         hard, soft = _masks(table, features, policy, q_arr, cost, latency, _NO_IDS)
-        feasible_idx = np.flatnonzero(hard & soft)
+        feasible_idx = (hard & soft).nonzero()[0]
         if feasible_idx.size:
             unavailable = _NO_IDS
     if not feasible_idx.size:
         if policy.best_effort and hard.any():
-            feasible_idx, best_effort = np.flatnonzero(hard), True
+            feasible_idx, best_effort = hard.nonzero()[0], True
         else:
             if cost is None or latency is None:
                 cost, latency = estimate_arrays(table, features, live, sticky)
