@@ -212,3 +212,22 @@ async def test_connection_refused(app_client) -> None:
     r = await client.post("/v1/chat/completions", json=ask("hi", stream=True))
     assert r.headers["x-pareto-fallback-reason"] == "connection_error"
     assert r.headers["x-pareto-deployment"] == "small@sim"
+
+
+async def test_total_timeout_after_first_byte_ends_the_stream_with_an_error_event(
+    app_client,
+) -> None:
+    # 5 tokens/s for 100 tokens: the first token comes at once, the answer would take 20s.
+    slow = sim_deployment(price_in=0.01, price_out=0.01, decode_tps=5, realtime=True)
+    slow["simulation"]["output_tokens"] = 100
+    cfg = config()
+    cfg["models"]["slowm"] = {"quality": 30, "context_window": 32000}
+    cfg["deployments"]["slowm@sim"] = slow
+    client = await app_client(cfg, total_timeout_s=0.3)
+    r = await client.post("/v1/chat/completions", json=ask("go", True, model="slowm"))
+    assert r.status_code == 200 and r.headers["x-pareto-deployment"] == "slowm@sim"
+    events = sse(r.text)
+    assert "[DONE]" not in events
+    error = orjson.loads(events[-1])["error"]
+    assert error["code"] == "stream_interrupted" and "timeout_total" in error["message"]
+    assert len(events) >= 2  # the client got the start of the answer first
