@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     breaker_window_s: float = Field(default=30.0, gt=0)
     breaker_min_requests: int = Field(default=20, gt=0)
     breaker_open_s: float = Field(default=15.0, gt=0, description="open time before a probe")
+    breaker_sync_s: float = Field(
+        default=1.0, ge=0, description="most staleness of a closed breaker's shared state"
+    )
     breaker_redis_prefix: str = Field(default="pareto:", description="Redis key prefix")
     http_client: Literal["aiohttp", "httpx"] = Field(
         default="aiohttp", description="Upstream HTTP backend (aiohttp is ~10x cheaper per call)"

@@ -32,7 +32,11 @@ def breaker_config(settings: Settings) -> BreakerConfig:
 def build_breakers(settings: Settings, redis: Any, clock: Clock | None = None) -> Breakers:
     """The process's breaker board: shared through ``redis`` when given, else local."""
     return Breakers(
-        breaker_config(settings), redis=redis, prefix=settings.breaker_redis_prefix, clock=clock
+        breaker_config(settings),
+        redis=redis,
+        prefix=settings.breaker_redis_prefix,
+        clock=clock,
+        sync_s=settings.breaker_sync_s,
     )
 
 

@@ -4,7 +4,13 @@
 Without Redis that is the state. With Redis, each operation runs one Lua script (the same
 rules as :func:`~app.reliability.breaker.apply`, atomic on the server) and the local copy is
 replaced by what Redis returned, so :meth:`Breakers.is_available` stays a cheap synchronous
-read. When Redis fails, the board *degrades*: it keeps deciding with its local copy, raises
+read. The common case costs no round trip: a closed breaker with no failure in view whose
+local copy was synced less than ``sync_s`` ago admits calls locally, and successes on a clean
+closed breaker are counted locally and flushed with the next script call. Failures, trips
+and every non-closed state go to Redis at once, so a replica learns of a breaker another
+replica opened within ``sync_s``.
+
+When Redis fails, the board *degrades*: it keeps deciding with its local copy, raises
 ``redis_degraded`` (a gauge), logs once, and tries Redis again every ``redis_retry_s``; the
 first success switches back to the shared state.
 """
@@ -40,7 +46,8 @@ _FIELDS = (
     "cause",
 )
 # KEYS[1] = the deployment's hash. ARGV = op, now, failures, error_rate, window_s,
-# min_requests, open_s, probe_timeout_s, cause, ttl_s. Returns the fields above + allowed.
+# min_requests, open_s, probe_timeout_s, cause, ttl_s, batched successes (counted before
+# the op). Returns the fields above + allowed.
 LUA = """
 local k = KEYS[1]
 local op = ARGV[1]
@@ -62,6 +69,11 @@ local opened = tonumber(h[6]) or 0
 local probe = tonumber(h[7]) or 0
 local cause = h[8] or ''
 local allowed = 1
+local batched = tonumber(ARGV[11]) or 0
+if batched > 0 and state == 'closed' then
+  if now - wstart >= window then wstart = now; wtotal = 0; wfail = 0 end
+  wtotal = wtotal + batched; consecutive = 0
+end
 local function trip(why)
   state = 'open'; opened = now; probe = 0; cause = why
   consecutive = 0; wstart = now; wtotal = 0; wfail = 0
@@ -133,6 +145,7 @@ class Breakers:
         redis_retry_s: float = 1.0,
         ttl_s: int = 86_400,
         on_trip: Callable[[str, str], None] | None = None,
+        sync_s: float = 1.0,
     ) -> None:
         self.config = config
         self._redis = redis
@@ -141,6 +154,9 @@ class Breakers:
         self._retry_s = redis_retry_s
         self._ttl = str(ttl_s)
         self._states: dict[str, BreakerState] = {}
+        self._sync_s = sync_s
+        self._synced_at: dict[str, float] = {}  # last time Redis confirmed this state
+        self._batched: dict[str, int] = {}  # successes counted locally, not yet in Redis
         self._degraded = False
         self._retry_at = 0.0
         self._script: Any = redis.register_script(LUA) if redis is not None else None
@@ -205,11 +221,34 @@ class Breakers:
     async def acquire(self, deployment: str) -> bool:
         """Ask to call the deployment; False when its breaker is open (or probing)."""
         state = self._states.get(deployment)
-        if self._redis is None and (state is None or state.state == CLOSED):
-            return True  # the common case without Redis costs a dict lookup
+        if state is None:
+            if self._redis is None:
+                return True  # the common case without Redis costs a dict lookup
+        elif state.state == CLOSED and (
+            self._redis is None
+            or (state.consecutive == 0 and self._fresh(deployment, self._clock.now()))
+        ):
+            return True  # closed, no failure in view, recently confirmed: no round trip
         return await self._run(deployment, "acquire")
 
+    def _fresh(self, deployment: str, now: float) -> bool:
+        """The local copy may decide alone: recently synced, or Redis is down (retry later)."""
+        if self._degraded:
+            return now < self._retry_at
+        return now - self._synced_at.get(deployment, -1e18) < self._sync_s
+
     async def success(self, deployment: str) -> None:
+        state = self._states.get(deployment)
+        if (
+            self._redis is not None
+            and state is not None
+            and state.state == CLOSED
+            and state.consecutive == 0
+        ):
+            # Nothing to reset: count it locally, flush with the next script call.
+            apply(state, "success", self.config, self._clock.now())
+            self._batched[deployment] = self._batched.get(deployment, 0) + 1
+            return
         await self._run(deployment, "success")
 
     async def failure(self, deployment: str) -> None:
@@ -244,10 +283,11 @@ class Breakers:
     async def _shared(
         self, deployment: str, op: Op, now: float, cause: str
     ) -> tuple[BreakerState, bool] | None:
+        batched = self._batched.get(deployment, 0)
         try:
             raw = await self._script(
                 keys=[self._prefix + deployment],
-                args=[op, repr(now), *self._args, cause, self._ttl],
+                args=[op, repr(now), *self._args, cause, self._ttl, str(batched)],
             )
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
@@ -258,6 +298,9 @@ class Breakers:
                 self._degraded = True
                 log.warning("breaker_redis_degraded", error=type(exc).__name__)
             return None
+        if batched:
+            self._batched[deployment] -= batched
+        self._synced_at[deployment] = now
         if self._degraded:
             self._degraded = False
             log.info("breaker_redis_recovered")

@@ -127,3 +127,37 @@ async def test_two_replicas_share_one_breaker(redis_prefix: str) -> None:
     finally:
         await a_client.aclose()
         await b_client.aclose()
+
+
+@pytest.mark.redis
+async def test_healthy_breaker_costs_no_round_trip_and_flushes_successes(
+    redis_prefix: str,
+) -> None:
+    clock = ManualClock()
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    board = Breakers(CONFIG, redis=client, prefix=redis_prefix, clock=clock, sync_s=1.0)
+    calls: list[str] = []
+    script = board._script
+
+    async def counting(*, keys: list[str], args: list[str]) -> object:
+        calls.append(args[0])
+        return await script(keys=keys, args=args)
+
+    board._script = counting
+    try:
+        assert await board.acquire(DEP)  # first sight: asks Redis
+        await board.success(DEP)
+        for _ in range(50):
+            assert await board.acquire(DEP)
+            await board.success(DEP)
+        assert calls == ["acquire"]  # 50 healthy calls, no round trip
+        clock.advance(1.5)
+        assert await board.acquire(DEP)  # stale copy: re-synced, carrying the successes
+        assert calls == ["acquire", "acquire"]
+        stored = await client.hget(redis_prefix + "breaker:" + DEP, "window_total")
+        assert int(stored) == 51
+        await board.failure(DEP)  # failures always go to Redis at once
+        assert calls[-1] == "failure"
+        assert await board.acquire(DEP) and calls[-1] == "acquire"  # failure in view: exact
+    finally:
+        await client.aclose()
