@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -123,6 +122,22 @@ def print_table(
         )
 
 
+def _dense(
+    xs: Sequence[float], ys: Sequence[float], steps: int = 30
+) -> tuple[list[float], list[float]]:
+    """Linear interpolation between consecutive points, so that segments (random mixes of two
+    settings) keep their true shape on a log-scaled cost axis."""
+    out_x, out_y = [xs[0]], [ys[0]]
+    for (x0, y0), (x1, y1) in zip(
+        zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True), strict=False
+    ):
+        for k in range(1, steps + 1):
+            t = k / steps
+            out_x.append(x0 + t * (x1 - x0))
+            out_y.append(y0 + t * (y1 - y0))
+    return out_x, out_y
+
+
 def plot(
     path: Path, dataset: str, split: str, base: Baselines, results: Sequence[RouterResult]
 ) -> None:
@@ -160,7 +175,7 @@ def plot(
         hy.append(hy[-1])
         return hx, hy
 
-    mx, my = env_xy(base.mix)
+    mx, my = _dense(*env_xy(base.mix))
     ax.plot(
         mx, my, color="grey", linestyle="--", label=f"single-model mix (area {base.mix.area:.3f})"
     )
@@ -186,19 +201,19 @@ def plot(
     colours = ["tab:blue", "tab:red", "tab:green", "tab:purple"]
     for r, colour in zip(results, colours, strict=False):
         pts = sorted(set(r.points))
+        px, py = [c for c, _ in pts], [100 * q for _, q in pts]
         ax.plot(
-            [c for c, _ in pts],
-            [100 * q for _, q in pts],
-            marker=".",
+            *_dense(px, py),
             color=colour,
             linewidth=1,
             alpha=0.8,
             label=f"{r.name} (area {r.cost_quality.area:.3f})",
         )
+        ax.scatter(px, py, color=colour, s=10, zorder=3)
     ax.set_xscale("log")
     ax.set_xlabel("cost per 1k requests (USD, log scale)")
     ax.set_ylabel("mean quality (%)")
-    ax.set_title(f"{dataset}: cost vs quality ({split})")
+    ax.set_title(f"{dataset}: cost vs quality (λ_cost swept)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     if two and base.two_model is not None and base.strong_weak is not None:
@@ -222,14 +237,10 @@ def plot(
             )
         ax2.set_xlabel(f"calls to the strong model {base.strong_weak[0]} (%)")
         ax2.set_ylabel("quality (%)")
-        ax2.set_title(f"{dataset}: RouteLLM curve ({split})")
+        ax2.set_title(f"{dataset}: RouteLLM curve")
         ax2.grid(True, alpha=0.3)
         ax2.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"evaluated on: {split}", fontsize=9, color="dimgrey")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def finite(v: float) -> float | None:
-    """JSON has no infinity."""
-    return v if math.isfinite(v) else None
