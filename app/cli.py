@@ -16,6 +16,7 @@ from app.settings import DEFAULT_CONFIG
 
 def _cmd_serve(args: argparse.Namespace) -> int:
 
+    from app.api.server import HardenedHttpToolsProtocol
     from app.catalog import ConfigError, load_catalog
 
     config = Path(args.config or os.environ.get("PARETO_CONFIG") or DEFAULT_CONFIG)
@@ -59,7 +60,7 @@ def _run_uvicorn(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http=HardenedHttpToolsProtocol,  # header size limit and header deadline
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=args.graceful_timeout,

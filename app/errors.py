@@ -10,6 +10,7 @@ with ``raise ... from exc``; nothing else reaches the client.
     GatewayError
     ├── InvalidRequestError            400  invalid_request_error   (client must fix the body)
     │   ├── BodyTooLargeError          413
+    │   ├── RequestTimeoutError        408  (the client was too slow sending its body)
     │   └── ContentSizeError           400  (message count / content size limits)
     ├── ModelNotFoundError             404  model_not_found
     ├── FeedbackDisabledError          404  feedback_disabled        (PARETO_FEEDBACK_PATH unset)
@@ -137,6 +138,11 @@ class InvalidRequestError(GatewayError):
 class BodyTooLargeError(InvalidRequestError):
     status = 413
     code = "request_too_large"
+
+
+class RequestTimeoutError(InvalidRequestError):
+    status = 408
+    code = "request_timeout"
 
 
 class ContentSizeError(InvalidRequestError):

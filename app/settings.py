@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Exported for the spend-rate alert"
     )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_header_bytes: int = Field(
+        default=32 * 1024, gt=0, description="request line + headers (431 above; pareto serve)"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="time to send the headers (408 after; pareto serve)"
+    )
+    body_timeout_s: float = Field(default=30.0, gt=0, description="time to send the body (408)")
     max_messages: int = Field(default=2048, gt=0)
     max_content_chars: int = Field(default=2_000_000, gt=0, description="Total characters of text")
     connect_timeout_s: float = Field(default=5.0, gt=0)

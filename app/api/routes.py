@@ -17,7 +17,7 @@ from app.auth import api_key_of
 from app.auth.access import visible_names
 from app.auth.admin import require_admin
 from app.catalog import ConfigError
-from app.errors import BodyTooLargeError, GatewayError
+from app.errors import BodyTooLargeError, GatewayError, RequestTimeoutError
 from app.gateway import Gateway, RequestContext
 from app.telemetry.record import Record
 
@@ -77,7 +77,20 @@ def request_id_of(request: Request) -> str:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing anything over ``limit`` bytes before reading it all."""
+    """The raw body, refusing anything over ``limit`` bytes before reading it all, and a
+    client that takes longer than ``PARETO_BODY_TIMEOUT_S`` to send it (408)."""
+    timeout = gateway_of(request).settings.body_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(request, limit)
+    except TimeoutError as exc:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout:g} s (PARETO_BODY_TIMEOUT_S); "
+            "send the whole request promptly"
+        ) from exc
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(

@@ -1,0 +1,138 @@
+"""The HTTP server's own defences against slow and oversized clients (``pareto serve``).
+
+uvicorn's httptools protocol limits neither the size of a request's headers nor the time a
+client may take to send them (llhttp accepts any header size; uvicorn's keep-alive timer only
+runs *between* requests). :class:`HardenedHttpToolsProtocol` adds both, before the app sees
+anything:
+
+- headers (request line included) over ``PARETO_MAX_HEADER_BYTES`` → ``431`` and close;
+- headers not complete within ``PARETO_HEADER_TIMEOUT_S`` of the connection opening (or of
+  the request's first byte on a kept-alive connection) → ``408`` and close.
+
+A slow *body* is the app's to time out (``read_body`` in :mod:`app.api.routes`, 408).
+Answers are OpenAI-shaped JSON like every other error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.errors import error_body
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class _Rejected(Exception):
+    """Raised from a parser callback to stop parsing a request we already answered."""
+
+
+def _limits(config: Config) -> tuple[int, float]:
+    """(max header bytes, header timeout), read from the settings once per process."""
+    cached: tuple[int, float] | None = getattr(config, "_pareto_server_limits", None)
+    if cached is None:
+        from app.settings import load_settings
+
+        settings = load_settings()
+        cached = (settings.max_header_bytes, settings.header_timeout_s)
+        config._pareto_server_limits = cached  # type: ignore[attr-defined]
+    return cached
+
+
+class HardenedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header size limit and a header deadline."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._max_header_bytes, self._header_timeout_s = _limits(config)
+        self._header_bytes = 0
+        self._counting = True  # between requests and while a request's headers arrive
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    # -- header deadline ------------------------------------------------------------------
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self._header_timeout_s, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if self._counting and not self.transport.is_closing():
+            self._reject(
+                408,
+                f"the request's headers did not arrive within {self._header_timeout_s:g} s; "
+                "send the whole request promptly",
+            )
+
+    def _reject(self, status: int, message: str) -> None:
+        body = error_body(message, "invalid_request_error", "request_rejected")
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body)) + body
+        )
+        self._disarm()
+        self.transport.close()
+
+    # -- protocol hooks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _too_large(self) -> None:
+        self._reject(
+            431,
+            f"the request's headers are over {self._max_header_bytes} bytes, the most this "
+            "gateway accepts (PARETO_MAX_HEADER_BYTES)",
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self._counting:
+            self._header_bytes += len(data)
+        try:
+            super().data_received(data)
+        except _Rejected:
+            return
+        # Headers still incomplete after this many bytes: they are at least this large.
+        if (
+            self._counting
+            and self._header_bytes > self._max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._too_large()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        # Whole headers may arrive in one read: measure what the parser saw.
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self._max_header_bytes:
+            self._too_large()
+            raise _Rejected
+        self._counting = False
+        self._header_bytes = 0
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._counting = True  # the next request's headers start now (keep-alive)
+        self._header_bytes = 0

@@ -1,0 +1,251 @@
+"""Input hardening at the server edge: header size, slow clients, and no client-chosen upstream."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from app.auth.config import generate_key, hash_key
+from tests.conftest import small_config
+from tests.support.procs import Proc, gateway
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    tmp = tmp_path_factory.mktemp("edge")
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump(small_config()))
+    env = {
+        "PARETO_MAX_HEADER_BYTES": "8192",
+        "PARETO_HEADER_TIMEOUT_S": "0.5",
+        "PARETO_BODY_TIMEOUT_S": "0.5",
+    }
+    with gateway(path, tmp, env=env) as gw:
+        yield gw
+
+
+def connect(gw: Proc) -> socket.socket:
+    host, port = gw.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def raw(gw: Proc, payload: bytes, *, wait_s: float = 10.0) -> bytes:
+    """Send raw bytes, then read until the server closes or has sent an error body."""
+    with connect(gw) as sock:
+        if payload:
+            sock.sendall(payload)
+        data = b""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            data += chunk
+            if data.startswith(b"HTTP/1.1 200") and b"\r\n\r\n" in data:
+                break
+        return data
+
+
+def error_of(response: bytes) -> dict[str, Any]:
+    body = response.split(b"\r\n\r\n", 1)[1]
+    err: dict[str, Any] = orjson.loads(body)["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    return err
+
+
+@pytest.mark.e2e
+def test_oversized_headers_get_431_before_the_app_runs(edge) -> None:
+    big = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 20000 + b"\r\n\r\n"
+    response = raw(edge, big)
+    assert response.startswith(b"HTTP/1.1 431 ")
+    assert "PARETO_MAX_HEADER_BYTES" in error_of(response)["message"]
+    # Headers that fit are served as usual.
+    ok = raw(edge, b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-fine: " + b"b" * 4000 + b"\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.e2e
+def test_headers_sent_in_many_small_pieces_add_up(edge) -> None:
+    with connect(edge) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        for i in range(40):  # 40 x 400 bytes, each piece well inside the header deadline
+            try:
+                sock.sendall(b"x-h%d: %s\r\n" % (i, b"c" * 390))
+            except OSError:
+                break
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+@pytest.mark.e2e
+def test_slow_headers_get_408_and_the_connection_closed(edge) -> None:
+    response = raw(edge, b"GET /healthz HTTP/1.1\r\nhost: x\r\n")  # never finished
+    assert response.startswith(b"HTTP/1.1 408 ")
+    assert "headers did not arrive within 0.5 s" in error_of(response)["message"]
+
+
+@pytest.mark.e2e
+def test_a_silent_connection_is_closed(edge) -> None:
+    assert raw(edge, b"").startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.mark.e2e
+def test_slow_body_gets_408_from_the_app(edge) -> None:
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 100\r\n\r\n"
+    )
+    response = raw(edge, head + b'{"model":')  # 9 of the 100 promised bytes
+    assert response.startswith(b"HTTP/1.1 408 ")
+    err = error_of(response)
+    assert err["code"] == "request_timeout" and "PARETO_BODY_TIMEOUT_S" in err["message"]
+
+
+@pytest.mark.e2e
+def test_keep_alive_requests_are_not_cut_by_the_header_deadline(edge) -> None:
+    with connect(edge) as sock:
+        for _ in range(3):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            data = b""
+            while b'{"status":"ok"}' not in data:
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed a kept-alive connection"
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.3)  # idle between requests is the keep-alive timer's business
+
+
+# -- no user-controlled upstream ---------------------------------------------------------
+
+
+class Recorder(ThreadingHTTPServer):
+    """A loopback HTTP server that records every request and answers like OpenAI."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("content-length") or 0)
+                body = orjson.loads(self.rfile.read(length) or b"{}")
+                recorder.seen.append(
+                    {"path": self.path, "headers": dict(self.headers.items()), "body": body}
+                )
+                out = orjson.dumps(
+                    {
+                        "id": "chatcmpl-1",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body.get("model", "?"),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": "hi"},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                    }
+                )
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST  # noqa: N815
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def recorders() -> Iterator[tuple[Recorder, Recorder]]:
+    servers = (Recorder(), Recorder())
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    yield servers
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+async def test_no_body_or_header_field_can_change_the_upstream(
+    app_client, recorders, monkeypatch
+) -> None:
+    upstream, trap = recorders
+    monkeypatch.setenv("UPSTREAM_KEY", "prov-" + "u" * 30)
+    client_key = generate_key()
+    config = small_config()
+    config["deployments"] = {
+        "small@http": {
+            "kind": "openai_compat",
+            "base_url": upstream.url + "/v1",
+            "api_key_env": "UPSTREAM_KEY",
+            "upstream_model": "real-small",
+            "price": {"input": 1, "output": 1},
+            "ttft_s": 0.1,
+            "decode_tps": 100,
+        }
+    }
+    config["auth"] = {"keys": {"client": {"hash": hash_key(client_key)}}}
+    client = await app_client(config)
+    evil = trap.url + "/v1"
+    body = {
+        "model": "small",
+        "messages": [{"role": "user", "content": "hi"}],
+        "base_url": evil,
+        "api_base": evil,
+        "url": evil,
+        "endpoint": evil,
+        "pareto": {"base_url": evil, "deployment": "small@" + evil, "endpoint": evil},
+    }
+    headers = {
+        "authorization": f"Bearer {client_key}",
+        "x-pareto-base-url": evil,
+        "x-pareto-deployment": "small@" + evil,
+        "x-upstream-url": evil,
+        "x-forwarded-host": trap.url.removeprefix("http://"),
+        "forwarded": f"host={trap.url.removeprefix('http://')}",
+    }
+    r = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    for model in (evil, "small@" + evil, f"{evil}/chat/completions"):
+        r = await client.post(
+            "/v1/chat/completions",
+            json={**body, "model": model},
+            headers={"authorization": f"Bearer {client_key}"},
+        )
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert trap.seen == []
+    assert len(upstream.seen) == 1
+    seen = upstream.seen[0]
+    assert seen["path"] == "/v1/chat/completions" and seen["body"]["model"] == "real-small"
+    # The upstream gets the gateway's provider key, never the client's gateway key.
+    sent = {k.lower(): v for k, v in seen["headers"].items()}
+    assert sent["authorization"] == "Bearer prov-" + "u" * 30
+    assert client_key not in orjson.dumps(seen).decode()
+    assert "x-pareto-base-url" not in sent and "forwarded" not in sent
