@@ -16,6 +16,7 @@ import orjson
 from app.auth.access import allowed_models
 from app.auth.config import ApiKey
 from app.auth.guard import Ticket
+from app.auth.pressure import budget_factor
 from app.cascade.driver import (
     Accepted,
     BodyFor,
@@ -134,7 +135,15 @@ class Gateway:
     def plan(self, catalog: Catalog, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
         allowed = self._allowed(catalog, body, ctx)
         sticky = ctx.session.sticky if ctx.session is not None else None
-        return self.router.route(catalog, body, ctx.headers, allowed_models=allowed, sticky=sticky)
+        used = ctx.ticket.budget_used if ctx.ticket is not None else None
+        return self.router.route(
+            catalog,
+            body,
+            ctx.headers,
+            allowed_models=allowed,
+            sticky=sticky,
+            budget_factor=budget_factor(catalog, body, ctx.headers, used),
+        )
 
     def explain_route(self, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
         """``POST /v1/route``: the plan with one explained row per deployment, no model call."""

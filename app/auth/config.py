@@ -78,6 +78,15 @@ class KeySpec(_Spec):
         return value
 
 
+class BudgetPressureSpec(_Spec):
+    """A policy option: as a key's budget fills from ``start`` to 100 %, ``lambda_cost`` is
+    multiplied by up to ``max_factor`` (linearly), so routing turns to cheaper models before
+    the hard stop (402)."""
+
+    start: float = Field(default=0.5, ge=0, lt=1, description="fraction of the budget used")
+    max_factor: float = Field(default=10.0, ge=1, description="lambda_cost multiplier at 100 %")
+
+
 class AuthSpec(_Spec):
     """``auth:`` — on by default; ``enabled: false`` switches it off (demo configs only)."""
 

@@ -246,6 +246,7 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
             max_fallbacks=p.max_fallbacks,
             prompt_cache=p.prompt_cache,
             learned=learned,
+            budget_pressure=p.budget_pressure,
         )
     if auth is not None:
         _check_auth(auth[0], auth[1], compiled_models, compiled_policies, problems)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.auth.config import AuthConfig
+from app.auth.config import AuthConfig, BudgetPressureSpec
 from app.catalog.cascade import CascadePolicy
 from app.catalog.spec import FaultSpec, ReliabilitySpec, SimulationSpec
 
@@ -101,6 +101,7 @@ class Policy:
     prompt_cache: bool | None = None
     # A trained quality predictor (``learned_router:``); None = catalog quality per category.
     learned: LearnedScorer | None = field(default=None, compare=False)
+    budget_pressure: BudgetPressureSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

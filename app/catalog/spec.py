@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.auth.config import AuthSpec
+from app.auth.config import AuthSpec, BudgetPressureSpec
 from app.catalog.cascade import CascadeSpec
 
 Capability = Literal["tools", "vision", "json", "logprobs"]
@@ -165,6 +165,9 @@ class PolicySpec(_Spec):
         description="a `pareto train` router file (path relative to this config file); its "
         "predicted quality per model is the policy's q (the policy's models must all be "
         "models the file predicts)",
+    )
+    budget_pressure: BudgetPressureSpec | None = Field(
+        default=None, description="raise lambda_cost as the caller's key nears its budget"
     )
 
 

@@ -221,7 +221,6 @@ async def test_no_body_or_header_field_can_change_the_upstream(
         "api_base": evil,
         "url": evil,
         "endpoint": evil,
-        "pareto": {"base_url": evil, "deployment": "small@" + evil, "endpoint": evil},
     }
     headers = {
         "authorization": f"Bearer {client_key}",
@@ -233,6 +232,13 @@ async def test_no_body_or_header_field_can_change_the_upstream(
     }
     r = await client.post("/v1/chat/completions", json=body, headers=headers)
     assert r.status_code == 200, r.text
+    # The gateway's own extension object is typed strictly: no field names a URL.
+    r = await client.post(
+        "/v1/chat/completions",
+        json={**body, "pareto": {"base_url": evil}},
+        headers={"authorization": f"Bearer {client_key}"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "pareto.base_url"
     for model in (evil, "small@" + evil, f"{evil}/chat/completions"):
         r = await client.post(
             "/v1/chat/completions",

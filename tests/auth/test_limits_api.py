@@ -142,3 +142,44 @@ async def test_limits_fail_closed_when_redis_is_unreachable(app_client) -> None:
     r = await chat(client)
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "limits_unavailable" and r.headers["retry-after"] == "1"
+
+
+async def test_budget_pressure_turns_routing_cheaper_before_the_hard_stop(app_client) -> None:
+    from app.auth.guard import limits_of
+    from app.auth.ledger import to_nano
+
+    config = keyed_config(budget={"daily_usd": 1.0})
+    config["policies"] = {
+        "careful": {
+            "description": "quality first, until the key's budget runs low",
+            "lambda_cost": 1000,
+            "budget_pressure": {"start": 0.5, "max_factor": 1000},
+        },
+        "plain": {"description": "the same without the option", "lambda_cost": 1000},
+    }
+    client, clock, app = await keyed_client(app_client, config)
+
+    async def served(policy: str) -> str:
+        r = await chat(client, model=policy)
+        assert r.status_code == 200, r.text
+        return r.headers["x-pareto-model"]
+
+    assert await served("careful") == "big"  # budget barely touched: quality wins
+    key = app.state.gateway.catalog.auth.by_name["team"]
+    # Earlier requests of this key spent $0.90 of its $1 budget today.
+    await app.state.guard.ledger.settle(
+        limits_of(key), 0, to_nano(0.9), 0, Periods.at(clock.now), clock.now
+    )
+    assert await served("careful") == "small"  # 90 % used: cost now weighs 800x more
+    assert await served("plain") == "big"  # a policy without the option is unaffected
+
+
+def test_pressure_rises_linearly_from_start_to_max_factor() -> None:
+    from app.auth.config import BudgetPressureSpec
+    from app.auth.pressure import pressure_factor
+
+    spec = BudgetPressureSpec(start=0.5, max_factor=11)
+    assert pressure_factor(spec, None) == 1.0 and pressure_factor(None, 0.99) == 1.0
+    assert pressure_factor(spec, 0.4) == 1.0 and pressure_factor(spec, 0.5) == 1.0
+    assert pressure_factor(spec, 0.75) == pytest.approx(6.0)
+    assert pressure_factor(spec, 1.0) == 11 and pressure_factor(spec, 1.7) == 11
