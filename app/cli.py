@@ -15,8 +15,6 @@ from app.settings import DEFAULT_CONFIG
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-
-    from app.api.server import HardenedHttpToolsProtocol
     from app.catalog import ConfigError, load_catalog
 
     config = Path(args.config or os.environ.get("PARETO_CONFIG") or DEFAULT_CONFIG)
@@ -52,6 +50,8 @@ def metrics_dir(workers: int) -> Iterator[None]:
 
 def _run_uvicorn(args: argparse.Namespace) -> None:
     import uvicorn
+
+    from app.api.server import HardenedHttpToolsProtocol
 
     uvicorn.run(
         "app.main:app_from_env",
