@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -103,3 +104,26 @@ async def test_redis_holds_one_hashed_key_and_no_prompt_text(
         assert secret not in stored
     assert first.headers["x-pareto-deployment"].encode() in value
     assert 0 < await shared_redis.ttl(keys[0]) <= 600
+
+
+@pytest.mark.redis
+async def test_idle_past_the_ttl_the_next_turn_is_recorded_as_expired(
+    app_client, shared_redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    client = await app_client(
+        small_config(),
+        redis_url="redis://127.0.0.1:6379/0",
+        session_key_prefix=redis_prefix,
+        session_ttl_s=0.2,
+    )
+    first, _ = await two_turns(client)
+    assert first.headers["x-pareto-session"] == "new"
+    await asyncio.sleep(0.3)  # Redis drops the key after its 200 ms TTL
+    messages = [
+        SYSTEM,
+        {"role": "user", "content": "Plan three days in Porto"},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "And a fourth?"},
+    ]
+    late = await chat(client, messages)
+    assert late.headers["x-pareto-session"] == "switched:expired"

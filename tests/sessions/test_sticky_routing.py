@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
+import redis.asyncio as aioredis
 
 from tests.conftest import sim_deployment, small_config
 
@@ -68,13 +70,27 @@ def usage_of(replies: list[httpx.Response]) -> tuple[int, int, float]:
     return prompt, cached, cost
 
 
+async def stored_sessions(prefix: str) -> int:
+    """How many session keys live under ``prefix`` in the shared Redis (then removes them)."""
+    redis = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    keys = [k async for k in redis.scan_iter(match=prefix + "*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+    return len(keys)
+
+
 async def ten_turns(client: httpx.AsyncClient) -> list[httpx.Response]:
     chat = Chat(client)
     return [await chat.say() for _ in range(10)]
 
 
-async def test_ten_turns_stay_on_one_deployment_with_a_warm_cache(app_client) -> None:
-    sticky = await ten_turns(await app_client(flip_config()))
+@pytest.mark.redis
+async def test_ten_turns_stay_on_one_deployment_with_a_warm_cache(
+    app_client, redis_prefix: str
+) -> None:
+    redis = {"redis_url": "redis://127.0.0.1:6379/0", "session_key_prefix": redis_prefix}
+    sticky = await ten_turns(await app_client(flip_config(), **redis))
     per_turn = await ten_turns(await app_client(flip_config(), sessions_enabled=False))
 
     assert len({r.headers["x-pareto-deployment"] for r in sticky}) == 1
@@ -84,6 +100,7 @@ async def test_ten_turns_stay_on_one_deployment_with_a_warm_cache(app_client) ->
 
     # Without stickiness the router flips every turn and each deployment's cache is a turn
     # behind: a smaller cached share and a higher bill for the same conversation.
+    assert await stored_sessions(redis_prefix) == 1
     flips = [r.headers["x-pareto-deployment"] for r in per_turn]
     assert sum(x != y for x, y in zip(flips, flips[1:], strict=False)) >= 8
     off_prompt, off_cached, off_cost = usage_of(per_turn)
