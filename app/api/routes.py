@@ -12,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from app.api.sse import coalesce
 from app.api.validation import parse_body, validate_chat
 from app.auth import api_key_of
 from app.auth.access import visible_names
@@ -156,7 +157,7 @@ async def chat_completions(request: Request) -> Response:
         raise
     if result.stream is not None:
         return StreamingResponse(
-            ticket.settle_after(result.stream, ctx.record),
+            coalesce(ticket.settle_after(result.stream, ctx.record)),
             media_type="text/event-stream",
             headers={**_SSE_HEADERS, **result.headers},
         )
