@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = redis
         gateway.redis = redis
         gateway.sessions = build_sessions(settings, redis)
-        gateway.failover.breakers = build_breakers(settings, redis)
+        gateway.failover.breakers = build_breakers(settings, redis, on_open=metrics.breaker_opened)
         gateway.feedback = build_feedback(settings, redis)
         install_auth(app.state, lambda: gateway.catalog.auth, settings, redis)
 

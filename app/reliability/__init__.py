@@ -6,6 +6,7 @@ request now?". See the README's Reliability section for the behaviour and its de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from app.reliability.breaker import BreakerConfig
@@ -29,14 +30,23 @@ def breaker_config(settings: Settings) -> BreakerConfig:
     )
 
 
-def build_breakers(settings: Settings, redis: Any, clock: Clock | None = None) -> Breakers:
-    """The process's breaker board: shared through ``redis`` when given, else local."""
+def build_breakers(
+    settings: Settings,
+    redis: Any,
+    clock: Clock | None = None,
+    on_open: Callable[[str, str], None] | None = None,
+) -> Breakers:
+    """The process's breaker board: shared through ``redis`` when given, else local.
+
+    ``on_open(deployment, cause)`` is called when this process opens a breaker (a metric).
+    """
     return Breakers(
         breaker_config(settings),
         redis=redis,
         prefix=settings.breaker_redis_prefix,
         clock=clock,
         sync_s=settings.breaker_sync_s,
+        on_trip=on_open,
     )
 
 

@@ -256,6 +256,13 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.breaker_opens = Counter(
+            "pareto_breaker_opens",
+            "Circuit breakers opened, by deployment and cause (consecutive_failures, "
+            "error_rate, probe_failed, auth_failed: an upstream 401/403, which needs an operator)",
+            ["deployment", "cause"],
+            registry=r,
+        )
         self.redis = Gauge(
             "pareto_redis_degraded",
             "1 while Redis is unreachable and shared state falls back to process memory",
@@ -316,6 +323,11 @@ class Metrics:
         if child is None:
             child = self._breakers[deployment] = self.breaker.labels(deployment)
         child.set(BREAKER_STATES.get(state, 2.0))
+
+    def breaker_opened(self, deployment: str, cause: str) -> None:
+        """Push: this process opened a deployment's breaker (counted once, where it opened)."""
+        self.breaker_opens.labels(deployment, cause).inc()
+        self.breaker_changed(deployment, "open")
 
     def redis_degraded(self, degraded: bool) -> None:
         """Push: Redis went away (True) or came back (False)."""

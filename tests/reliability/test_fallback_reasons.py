@@ -122,6 +122,9 @@ async def test_auth_failure_opens_the_breaker_then_circuit_open(app_client) -> N
     assert statuses["small@sim"] == "excluded:unhealthy"
     ready = (await client.get("/readyz")).json()
     assert ready["checks"]["breakers"] == "local; open: small@sim"
+    metrics = (await client.get("/metrics")).text
+    assert 'pareto_breaker_opens_total{cause="auth_failed",deployment="small@sim"} 1.0' in metrics
+    assert 'pareto_breaker_state{deployment="small@sim"} 2.0' in metrics
 
 
 async def test_every_deployment_failing_is_a_fast_503_listing_what_was_tried(app_client) -> None:
