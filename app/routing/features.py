@@ -250,7 +250,9 @@ def extract_features(
         window = system + "\n" + window
     lowered = window.lower()
     words = ALL_WORDS.intersection(set(lowered.translate(_PUNCT).split()))
-    math_marks = lowered.count("$") + lowered.count("\\frac") + lowered.count("^")
+    math_marks = lowered.count("$") + lowered.count("^")
+    if "\\" in lowered:
+        math_marks += lowered.count("\\frac") + lowered.count("\\sum") + lowered.count("\\int")
     language = _language(window, words)
     if language in _CJK_LANGS:
         # CJK text runs near one token per 1-1.5 characters, not four.
@@ -273,7 +275,11 @@ def extract_features(
         score += min(2.0, float(len(hard)))
         signals.append(f"hard_words:{len(hard)}")  # a count: features never carry prompt text
     steps = sum(1 for phrase in MULTI_STEP_PHRASES if phrase in lowered)
-    listed = lowered.count("\n1.") + lowered.count("\n2.") + lowered.count("\n3.")
+    listed = (
+        lowered.count("\n1.") + lowered.count("\n2.") + lowered.count("\n3.")
+        if "\n1." in lowered
+        else 0
+    )
     if steps >= 1 or listed >= 2:
         score += 1.0 if steps + listed >= 2 else 0.5
         signals.append("multi_step")
