@@ -48,6 +48,9 @@ async def test_feedback_stores_features_model_and_score(app_client, tmp_path: Pa
     assert record["score"] == 0.25
     assert record["model"] == "small"
     assert record["deployment"] == "small@sim"
+    # The routing heuristic's features of the request are stored with it.
+    assert record["features"]["category"] == "math"
+    assert record["features"]["input_tokens"] > 0
     expected = featurize(MSG, 4096)
     assert record["hashed"]["dim"] == 4096
     assert record["hashed"]["indices"] == expected.indices.tolist()
