@@ -57,6 +57,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, prefix: str) -> Iterator[
         "PARETO_REDIS_TIMEOUT_S": "2",
         "PARETO_AUTH_KEY_PREFIX": prefix + "auth:",
         "PARETO_SESSION_KEY_PREFIX": prefix + "session:",
+        "PARETO_FEEDBACK_KEY_PREFIX": prefix + "feedback:",
+        "PARETO_BREAKER_REDIS_PREFIX": prefix,
         "PARETO_ADMIN_KEY": ADMIN,
     }
     with gateway(path, tmp, env=env, name="a") as a, gateway(path, tmp, env=env, name="b") as b:
