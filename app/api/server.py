@@ -57,6 +57,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._counting = True  # between requests and while a request's headers arrive
         self._header_timer: asyncio.TimerHandle | None = None
+        self._rejected = False
 
     # -- header deadline ------------------------------------------------------------------
     def _arm(self) -> None:
@@ -70,7 +71,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def _too_slow(self) -> None:
         self._header_timer = None
-        if self._counting and not self.transport.is_closing():
+        if self._counting and not self._rejected and not self.transport.is_closing():
             self._reject(
                 408,
                 f"the request's headers did not arrive within {self._header_timeout_s:g} s; "
@@ -84,7 +85,14 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body)) + body
         )
         self._disarm()
-        self.transport.close()
+        self._rejected = True
+        # Lingering close: stop writing, drain what the client still sends for a moment, then
+        # close. Closing with unread input would reset the connection and lose the answer.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(1.0, self.transport.close)
+        else:
+            self.transport.close()
 
     # -- protocol hooks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -103,6 +111,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._rejected:
+            return  # answered already; discard until the lingering close
         if self._counting:
             self._header_bytes += len(data)
         try:
@@ -113,6 +123,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         if (
             self._counting
             and self._header_bytes > self._max_header_bytes
+            and not self._rejected
             and not self.transport.is_closing()
         ):
             self._too_large()
