@@ -18,7 +18,8 @@ policy, status)                                         HTTP status (499 = clien
 ``pareto_gateway_overhead_seconds`` (mode)              ``gateway_overhead_ms`` (mode = stream or
                                                         complete)
 ``pareto_routing_decision_seconds`` (policy)            ``routing_ms``
-``pareto_cost_usd_total`` (model, deployment)           ``cost_usd``
+``pareto_cost_usd_total`` (model, deployment)           ``cost_usd`` (a cascade's escalated
+                                                        ``tiers`` items: their own deployment)
 ``pareto_input_tokens_total`` / ``pareto_cached_input   ``input_tokens`` / ``cached_input_tokens``
 _tokens_total`` / ``pareto_output_tokens_total``        / ``output_tokens``
 (model, deployment)
@@ -361,6 +362,9 @@ class Metrics:
                 model, deployment, policy, str(rec.status)
             )
         child.inc()
+        cost = rec.cost_usd
+        if rec.tiers:  # a cascade: escalated tiers' spend goes to the deployments that spent it
+            cost -= self._count_tier_costs(rec)
         if rec.deployment is not None:
             series = self._series(model, deployment)
             if rec.ttft_ms is not None:
@@ -368,8 +372,8 @@ class Metrics:
             if rec.decode_tps is not None:
                 series.decode.observe(rec.decode_tps)
             series.latency.observe(rec.total_latency_ms / 1000)
-            if rec.cost_usd:
-                series.cost.inc(rec.cost_usd)
+            if cost > 0:
+                series.cost.inc(cost)
             if rec.input_tokens:
                 series.input_tokens.inc(rec.input_tokens)
             if rec.cached_input_tokens:
@@ -432,6 +436,16 @@ class Metrics:
                 deployment, reason
             )
         child.inc()
+
+    def _count_tier_costs(self, rec: Record) -> float:
+        spent = 0.0
+        for tier in rec.tiers:
+            cost = tier.get("cost_usd")
+            dep = tier.get("deployment")
+            if tier.get("outcome") == "escalated" and dep and cost:
+                self._series(str(tier.get("model") or NONE), str(dep)).cost.inc(float(cost))
+                spent += float(cost)
+        return spent
 
     def _count_escalations(self, rec: Record) -> None:
         counted = False

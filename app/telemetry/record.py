@@ -11,6 +11,7 @@ see :mod:`app.telemetry.metrics` for how each field is counted.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -59,7 +60,7 @@ class Record:
 
     def as_dict(self) -> dict[str, Any]:
         """Every field, shallow (the log renderer serialises nested lists as they are)."""
-        return {name: getattr(self, name) for name in RECORD_FIELDS}
+        return dict(zip(RECORD_FIELDS, _all_fields(self), strict=True))
 
     def finish_timing(self, total_latency_s: float) -> None:
         """Set the total latency and derive the gateway's own overhead from it."""
@@ -70,3 +71,4 @@ class Record:
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
+_all_fields = operator.attrgetter(*RECORD_FIELDS)

@@ -61,3 +61,30 @@ def test_unknown_fallback_reason_is_bounded_to_other() -> None:
     s = scrape(metrics)
     assert value(s, "pareto_fallbacks_total", reason="other") == 1
     assert value(s, "pareto_upstream_failures_total", deployment="a@x", reason="other") == 1
+
+
+def test_cascade_spend_is_split_between_the_tiers_that_spent_it() -> None:
+    metrics = Metrics()
+    rec = Record(
+        request_id="r",
+        router_policy="cascade",
+        model="big",
+        deployment="big@sim",
+        cost_usd=0.5,
+        tiers=[
+            {
+                "tier": 1,
+                "deployment": "small@sim",
+                "model": "small",
+                "outcome": "escalated",
+                "escalation_reason": "invalid_json",
+                "cost_usd": 0.125,
+            },
+            {"tier": 2, "deployment": "big@sim", "model": "big", "outcome": "served"},
+        ],
+    )
+    metrics.observe(rec)
+    s = scrape(metrics)
+    assert value(s, "pareto_cost_usd_total", deployment="small@sim") == 0.125
+    assert value(s, "pareto_cost_usd_total", deployment="big@sim") == 0.375
+    assert value(s, "pareto_cost_usd_total") == rec.cost_usd
