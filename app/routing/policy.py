@@ -50,12 +50,12 @@ class ResolvedPolicy:
 
 
 def heuristic_floor(rules: Sequence[FloorRule], features: Features) -> tuple[float, str]:
-    """The first matching rule's floor and a description; ``(0, "no rule matched")``."""
-    for rule in rules:
-        if rule.matches(features.category, features.difficulty, features.input_tokens):
-            return rule.floor, f"heuristic: {features.category}/{features.difficulty} -> " + (
-                rule.describe()
-            )
+    """The first matching rule's floor and a description (the rule's index in
+    ``routing.quality_floor_rules``); ``(0, "heuristic: no rule matched")``."""
+    category, difficulty, n_in = features.category, features.difficulty, features.input_tokens
+    for n, rule in enumerate(rules):
+        if rule.matches(category, difficulty, n_in):
+            return rule.floor, f"heuristic: {category}/{difficulty}, rule {n}"
     return 0.0, "heuristic: no rule matched"
 
 
