@@ -32,6 +32,10 @@ test: install-test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+## Gateway overhead side by side (direct vs via gateway); see README, Performance.
+bench: install-test
+	$(BIN)/python -m tests.benchmarks.bench_gateway --repeats 3 --workers 2
+
 fmt: install-test
 	$(BIN)/ruff format app tests
 	$(BIN)/ruff check --fix app tests
