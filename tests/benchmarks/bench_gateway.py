@@ -182,6 +182,14 @@ def main() -> None:
     parser.add_argument("--features", choices=["full", "minimal"], default="full")
     parser.add_argument("--model", default="auto", help="model or policy the requests name")
     parser.add_argument("--json", help="write the raw summary here")
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the scenarios: N requests through the gateway, "
+        "RSS per worker sampled at N/2 and N (flat memory check)",
+    )
     args = parser.parse_args()
 
     scale = 0.2 if args.quick else 1.0
@@ -227,6 +235,9 @@ def main() -> None:
     try:
         direct_url = f"{upstream}/chat/completions"
         via_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        if args.soak:
+            soak(via_url, args, gw.pid, tmp)
+            return
         for sc in scenarios:  # warm-up both paths
             body = request_body(sc, "bench")
             load(direct_url, body, 100, min(sc.concurrency, 16), tmp)
@@ -314,6 +325,35 @@ def main() -> None:
                 indent=2,
             )
         )
+
+
+def worker_rss(gateway_pid: int) -> list[float]:
+    workers = tree_pids(gateway_pid)[1:] or [gateway_pid]
+    return [rss_mb(p) for p in workers if rss_mb(p) > 0]
+
+
+def soak(via_url: str, args: argparse.Namespace, gateway_pid: int, tmp: Path) -> None:
+    """N mixed requests (JSON and 16-token streams, new session ids) in 10k batches."""
+    half = args.soak // 2
+    done = 0
+    samples: dict[int, list[float]] = {}
+    batch = 10_000
+    while done < args.soak:
+        n = min(batch, args.soak - done)
+        for stream in (False, True):
+            body = request_body(Scenario("soak", stream, 16, 16, n // 2), args.model)
+            body["messages"][0]["content"] += f" batch {done}"
+            result = load(via_url, body, n // 2, 16, tmp)
+            if result["errors"]:
+                print(f"soak: {result['errors']} errors in batch at {done}", flush=True)
+        done += n
+        if done >= half and half not in samples:
+            samples[half] = worker_rss(gateway_pid)
+        print(f"soak {done:>7d} requests: RSS per worker {worker_rss(gateway_pid)} MB", flush=True)
+    samples[done] = worker_rss(gateway_pid)
+    first, last = samples[half], samples[done]
+    growth = [b - a for a, b in zip(first, last, strict=False)]
+    print(f"\nRSS per worker at {half}: {first} MB; at {done}: {last} MB; growth {growth} MB")
 
 
 def request_body(sc: Scenario, model: str) -> dict[str, Any]:
