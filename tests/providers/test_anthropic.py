@@ -39,7 +39,7 @@ from tests.conftest import small_config
 WIRE = Path(__file__).parent / "anthropic_wire"
 BASE = "https://anthropic.test"
 URL = f"{BASE}/v1/messages"
-KEY = "sk-ant-api03-test-key-abcdefghijklmnop"
+KEY = "fake-anthropic-key-for-tests-0000000000"
 PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5Erk"
     "Jggg=="
