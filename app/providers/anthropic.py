@@ -12,9 +12,7 @@ Prompt caching is opt-in: ``prompt_cache: true`` on a deployment, or
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import orjson
@@ -22,6 +20,7 @@ import orjson
 from app.errors import (
     UpstreamBadRequestError,
     UpstreamConnectionError,
+    UpstreamError,
     UpstreamInvalidResponseError,
 )
 from app.providers.anthropic_request import (
@@ -37,7 +36,7 @@ from app.providers.anthropic_response import (
 )
 from app.providers.base import Completion, StreamChunk, UpstreamCall, Usage
 from app.providers.http import HTTPBackend, Timeouts, TransportError, as_backend
-from app.providers.openai_compat import map_transport_error
+from app.providers.openai_compat import map_transport_error, post_json
 
 
 def messages_url(base_url: str | None) -> str:
@@ -100,32 +99,19 @@ class AnthropicProvider:
 
     async def complete(self, call: UpstreamCall) -> Completion:
         dep = call.deployment
-        content = self._payload(call, stream=False)
-        start = time.perf_counter()
-        try:
-            response = await self._http.post(
-                messages_url(dep.base_url),
-                content,
-                anthropic_headers(call),
-                Timeouts(call.connect_timeout_s, call.total_timeout_s),
-            )
-        except TransportError as exc:
-            raise map_transport_error(exc, dep.id, started=True) from exc
-        elapsed = time.perf_counter() - start
-        if response.status >= 400:
-            raise anthropic_error(
-                dep.id,
-                response.status,
-                _redacted(response.body, call),
-                response.headers.get("retry-after"),
-            )
-        try:
-            message: Any = orjson.loads(response.body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamInvalidResponseError(
-                f"deployment {dep.id} returned a body that is not JSON", deployment=dep.id
-            ) from exc
-        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+
+        def on_error(dep_id: str, status: int, body: bytes, retry: str | None) -> UpstreamError:
+            return anthropic_error(dep_id, status, _redacted(body, call), retry)
+
+        message, elapsed = await post_json(
+            self._http,
+            call,
+            messages_url(dep.base_url),
+            self._payload(call, stream=False),
+            anthropic_headers(call),
+            on_error,
+        )
+        if not isinstance(message.get("content"), list):
             raise UpstreamInvalidResponseError(
                 f"deployment {dep.id} returned JSON that is not a Messages API message",
                 deployment=dep.id,

@@ -9,7 +9,7 @@ passed through as the upstream's bytes; only the few chunks the gateway must rea
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -71,6 +71,47 @@ def map_transport_error(exc: TransportError, deployment: str, *, started: bool) 
     )
 
 
+ErrorFactory = Callable[[str, int, bytes, "str | None"], UpstreamError]
+
+
+async def post_json(
+    http: HTTPBackend,
+    call: UpstreamCall,
+    url: str,
+    payload: bytes,
+    headers: dict[str, str],
+    on_error: ErrorFactory,
+) -> tuple[dict[str, Any], float]:
+    """One non-streaming upstream call: the decoded JSON object and the seconds it took.
+
+    Shared by every adapter so they agree on timeouts and error mapping. The read timeout
+    bounds the wait for the answer's first byte: the reliability walk's budget (first-token
+    timeout + expected decode time); the walk bounds the whole attempt (total timeout).
+    """
+    dep = call.deployment
+    start = time.perf_counter()
+    try:
+        response = await http.post(
+            url, payload, headers, Timeouts(call.connect_timeout_s, call.first_token_timeout_s)
+        )
+    except TransportError as exc:
+        raise map_transport_error(exc, dep.id, started=False) from exc
+    elapsed = time.perf_counter() - start
+    if response.status >= 400:
+        raise on_error(dep.id, response.status, response.body, response.headers.get("retry-after"))
+    try:
+        body = orjson.loads(response.body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamInvalidResponseError(
+            f"deployment {dep.id} returned a body that is not JSON", deployment=dep.id
+        ) from exc
+    if not isinstance(body, dict):
+        raise UpstreamInvalidResponseError(
+            f"deployment {dep.id} returned JSON that is not an object", deployment=dep.id
+        )
+    return body, elapsed
+
+
 class OpenAICompatProvider:
     """Talks to OpenAI-compatible upstreams through the process's pooled HTTP backend."""
 
@@ -92,31 +133,15 @@ class OpenAICompatProvider:
 
     async def complete(self, call: UpstreamCall) -> Completion:
         dep = call.deployment
-        start = time.perf_counter()
-        try:
-            response = await self._http.post(
-                f"{dep.base_url}/chat/completions",
-                self._payload(call, stream=False),
-                upstream_headers(call),
-                # The read timeout bounds the wait for the answer's first byte: the reliability
-                # walk's budget (first-token timeout + expected decode time); the walk bounds
-                # the whole attempt (total timeout) itself.
-                Timeouts(call.connect_timeout_s, call.first_token_timeout_s),
-            )
-        except TransportError as exc:
-            raise map_transport_error(exc, dep.id, started=False) from exc
-        elapsed = time.perf_counter() - start
-        if response.status >= 400:
-            raise error_from_status(
-                dep.id, response.status, response.body, response.headers.get("retry-after")
-            )
-        try:
-            body = orjson.loads(response.body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamInvalidResponseError(
-                f"deployment {dep.id} returned a body that is not JSON", deployment=dep.id
-            ) from exc
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+        body, elapsed = await post_json(
+            self._http,
+            call,
+            f"{dep.base_url}/chat/completions",
+            self._payload(call, stream=False),
+            upstream_headers(call),
+            error_from_status,
+        )
+        if not isinstance(body.get("choices"), list):
             raise UpstreamInvalidResponseError(
                 f"deployment {dep.id} returned JSON without 'choices'", deployment=dep.id
             )

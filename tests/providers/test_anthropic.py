@@ -703,6 +703,23 @@ async def test_transport_failures_map_to_timeouts(deployment) -> None:
         assert info.value.fallback_reason == "timeout_first_token"
 
 
+async def test_silent_upstream_non_stream_waits_only_the_first_byte_budget(deployment) -> None:
+    """Same contract as openai_compat: the read timeout is the first-byte budget (2 s here),
+    not the total timeout (5 s), and the failure is a first-token timeout."""
+    seen: list[float] = []
+
+    def silent(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"]["read"])
+        raise httpx.ReadTimeout("no first byte")
+
+    async with respx.mock() as mock, httpx.AsyncClient() as client:
+        mock.post(URL).mock(side_effect=silent)
+        with pytest.raises(UpstreamTimeoutError) as info:
+            await AnthropicProvider(client).complete(call(deployment))
+    assert info.value.fallback_reason == "timeout_first_token"
+    assert seen == [2.0]
+
+
 async def test_non_message_body_is_an_invalid_response(deployment) -> None:
     async with respx.mock() as mock, httpx.AsyncClient() as client:
         mock.post(URL).respond(200, json={"completion": "legacy"})
