@@ -153,13 +153,19 @@ class CascadeDriver:
             try:
                 async with asyncio.timeout(tier.timeout_s) as deadline:
                     got = await self._try_tier(
-                        catalog, cascade, tier, body, upstream_body, shape, checks, ctx
+                        catalog, cascade, tier, body, upstream_body, shape, checks, ctx, item
                     )
             except TimeoutError:
                 if not deadline.expired():
                     raise
                 got = None
-                item.update(outcome="escalated", escalation_reason="tier_timeout", cost_usd=0.0)
+                # An answer that arrived before the timeout (say, while the judge ran) was
+                # billed: _try_tier wrote its cost into the item as soon as it knew it.
+                item.update(
+                    outcome="escalated",
+                    escalation_reason="tier_timeout",
+                    cost_usd=float(item.get("cost_usd") or 0.0),
+                )
                 item["detail"] = f"no acceptable answer within the tier's {tier.timeout_s}s"
                 rec.escalation_reason = rec.escalation_reason or "tier_timeout"
             except (AllDeploymentsFailedError, UpstreamContextWindowError) as exc:
@@ -212,6 +218,7 @@ class CascadeDriver:
         shape: RequestShape,
         checks: tuple[AcceptanceCheck, ...],
         ctx: Any,
+        item: dict[str, Any],
     ) -> _TierAnswer:
         tier_body = {**upstream_body, "model": tier.target}
         plan = self._walker.plan_tier(catalog, routing_view(body, tier.target), ctx)
@@ -226,6 +233,7 @@ class CascadeDriver:
 
         entry, completion = await self._walker.walk_complete(plan, body_for, ctx)
         cost = self._walker.completion_cost(entry, tier_body, completion)
+        item["cost_usd"] = cost  # kept if the tier's timeout fires while it is being judged
         answer = Answer.from_completion(completion.body)
         if ask_logprobs:
             strip_logprobs_body(completion.body)

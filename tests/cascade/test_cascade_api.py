@@ -162,6 +162,17 @@ async def test_judge_accepts_good_answer_and_its_cost_is_counted(stack) -> None:
     assert float(r.headers["x-pareto-cost-usd"]) == pytest.approx(rec.cost_usd, abs=1e-8)
 
 
+async def test_tier_timeout_while_judging_keeps_the_billed_answer_cost(stack) -> None:
+    s = await stack()  # the judge hangs; the mini tier's 0.3 s timeout fires mid-judging
+    r = await s.client.post(URL, json=chat("Explain tides [sim:hang@judge@sim]", model="judged"))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-pareto-escalation-reason"] == "tier_timeout"
+    (rec,) = s.records
+    assert s.requests_to("mini@a") == 1 and s.requests_to("judge@sim") == 1
+    assert rec.tiers[0]["cost_usd"] > 0  # mini's answer was produced and billed
+    assert rec.cost_usd == pytest.approx(rec.tiers[0]["cost_usd"] + rec.tiers[1]["cost_usd"])
+
+
 async def test_judge_without_a_score_follows_on_error(stack) -> None:
     s = await stack()  # the "judged" policy escalates when the judge's reply holds no score
     r = await s.client.post(URL, json=chat("Explain tides", model="judged"))
