@@ -272,10 +272,9 @@ class Gateway:
         ctx.session = await self.sessions.lookup(body, ctx.headers)
         routing_started = time.perf_counter()
         plan = self.plan(catalog, body, ctx)
-        await self._hold(ctx, plan)
-        ctx.record.routing_ms = (time.perf_counter() - routing_started) * 1000
         rec = ctx.record
-        rec.routing_ms = (time.perf_counter() - routing_started) * 1000
+        rec.routing_ms = (time.perf_counter() - routing_started) * 1000  # not the hold's I/O
+        await self._hold(ctx, plan)
         rec.router_policy = plan.policy
         rec.quality_floor = plan.quality_floor
         upstream_body = self._upstream_body(body)

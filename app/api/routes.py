@@ -157,7 +157,11 @@ async def chat_completions(request: Request) -> Response:
         raise
     if result.stream is not None:
         return StreamingResponse(
-            coalesce(ticket.settle_after(result.stream, ctx.record)),
+            coalesce(
+                ticket.settle_after(result.stream, ctx.record)
+                if ticket.needs_settling
+                else result.stream
+            ),
             media_type="text/event-stream",
             headers={**_SSE_HEADERS, **result.headers},
         )

@@ -109,6 +109,11 @@ class Ticket:
         self.month = month
 
     @property
+    def needs_settling(self) -> bool:
+        """False for keys without limits (or auth off): no wrapper on the response stream."""
+        return not self._settled
+
+    @property
     def budget_used(self) -> float | None:
         """Fraction (0..1+) of the tightest budget already spent or held; None = no budget."""
         limits = self._limits
