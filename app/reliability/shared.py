@@ -273,7 +273,9 @@ class Breakers:
             if shared is not None:
                 state, allowed = shared
                 self._states[deployment] = state
-        if state.state == OPEN and op in ("failure", "trip") and state.opened_at == now:
+        # Redis returns opened_at through Lua's tostring (14 significant digits, ~0.1 ms at
+        # today's timestamps), so "opened by this call" is a comparison with tolerance.
+        if state.state == OPEN and op in ("failure", "trip") and abs(state.opened_at - now) < 1e-3:
             key = (deployment, state.cause)
             self.opened_total[key] = self.opened_total.get(key, 0) + 1
             log.warning("circuit_opened", deployment=deployment, cause=state.cause)

@@ -161,3 +161,21 @@ async def test_healthy_breaker_costs_no_round_trip_and_flushes_successes(
         assert await board.acquire(DEP) and calls[-1] == "acquire"  # failure in view: exact
     finally:
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_opening_through_redis_is_reported_with_the_wall_clock(redis_prefix: str) -> None:
+    """Lua returns opened_at rounded to 14 digits; a real timestamp must still count."""
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    opened: list[tuple[str, str]] = []
+    board = Breakers(
+        CONFIG, redis=client, prefix=redis_prefix, on_trip=lambda d, c: opened.append((d, c))
+    )
+    try:
+        await board.trip(DEP, "auth_failed")
+        for _ in range(CONFIG.failures):
+            await board.failure("other@p")
+        assert opened == [(DEP, "auth_failed"), ("other@p", "consecutive_failures")]
+        assert board.opened_total[(DEP, "auth_failed")] == 1
+    finally:
+        await client.aclose()
