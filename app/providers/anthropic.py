@@ -20,7 +20,6 @@ import orjson
 from app.errors import (
     UpstreamBadRequestError,
     UpstreamConnectionError,
-    UpstreamError,
     UpstreamInvalidResponseError,
 )
 from app.providers.anthropic_request import (
@@ -36,7 +35,7 @@ from app.providers.anthropic_response import (
 )
 from app.providers.base import Completion, StreamChunk, UpstreamCall, Usage
 from app.providers.http import HTTPBackend, Timeouts, TransportError, as_backend
-from app.providers.openai_compat import map_transport_error, post_json
+from app.providers.openai_compat import map_transport_error, post_json, redact_key
 
 
 def messages_url(base_url: str | None) -> str:
@@ -59,11 +58,7 @@ def anthropic_headers(call: UpstreamCall) -> dict[str, str]:
 
 
 def _redacted(body: bytes, call: UpstreamCall) -> bytes:
-    """An upstream error body with the deployment's key blanked, in case it was echoed."""
-    key = call.deployment.api_key
-    if key and key.encode() in body:
-        return body.replace(key.encode(), b"[redacted]")
-    return body
+    return redact_key(body, call.deployment.api_key)
 
 
 def _sse_data(event: bytes) -> bytes | None:
@@ -100,16 +95,13 @@ class AnthropicProvider:
     async def complete(self, call: UpstreamCall) -> Completion:
         dep = call.deployment
 
-        def on_error(dep_id: str, status: int, body: bytes, retry: str | None) -> UpstreamError:
-            return anthropic_error(dep_id, status, _redacted(body, call), retry)
-
         message, elapsed = await post_json(
             self._http,
             call,
             messages_url(dep.base_url),
             self._payload(call, stream=False),
             anthropic_headers(call),
-            on_error,
+            anthropic_error,
         )
         if not isinstance(message.get("content"), list):
             raise UpstreamInvalidResponseError(

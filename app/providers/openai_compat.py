@@ -71,6 +71,13 @@ def map_transport_error(exc: TransportError, deployment: str, *, started: bool) 
     )
 
 
+def redact_key(body: bytes, key: str | None) -> bytes:
+    """An upstream error body with the deployment's key blanked, in case it was echoed."""
+    if key and key.encode() in body:
+        return body.replace(key.encode(), b"[redacted]")
+    return body
+
+
 ErrorFactory = Callable[[str, int, bytes, "str | None"], UpstreamError]
 
 
@@ -98,7 +105,12 @@ async def post_json(
         raise map_transport_error(exc, dep.id, started=False) from exc
     elapsed = time.perf_counter() - start
     if response.status >= 400:
-        raise on_error(dep.id, response.status, response.body, response.headers.get("retry-after"))
+        raise on_error(
+            dep.id,
+            response.status,
+            redact_key(response.body, dep.api_key),
+            response.headers.get("retry-after"),
+        )
     try:
         body = orjson.loads(response.body)
     except orjson.JSONDecodeError as exc:
@@ -164,7 +176,7 @@ class OpenAICompatProvider:
                     raise error_from_status(
                         dep.id,
                         response.status,
-                        await response.read(),
+                        redact_key(await response.read(), dep.api_key),
                         response.headers.get("retry-after"),
                     )
                 buffer = b""

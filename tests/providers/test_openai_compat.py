@@ -224,3 +224,16 @@ async def test_stream_error_status_before_first_byte(deployment) -> None:
         mock.post(f"{BASE}/chat/completions").respond(429, json={"error": {"message": "slow down"}})
         with pytest.raises(UpstreamRateLimitedError):
             [c async for c in OpenAICompatProvider(client).stream(call(deployment))]
+
+
+async def test_provider_key_echoed_by_upstream_never_reaches_the_client(deployment) -> None:
+    echo = {"error": {"message": f"bad request for key {KEY}: 'temperature' must be <= 2"}}
+    async with respx.mock() as mock, httpx.AsyncClient() as client:
+        mock.post(f"{BASE}/chat/completions").respond(400, json=echo)
+        with pytest.raises(UpstreamBadRequestError) as info:
+            await OpenAICompatProvider(client).complete(call(deployment))
+        assert KEY not in info.value.message and "[redacted]" in info.value.message
+        mock.post(f"{BASE}/chat/completions").respond(400, json=echo)
+        with pytest.raises(UpstreamBadRequestError) as info:
+            [c async for c in OpenAICompatProvider(client).stream(call(deployment))]
+        assert KEY not in info.value.message
