@@ -93,6 +93,13 @@ def log_auth_state(config: AuthConfig, source: str, *, shared: bool) -> None:
             static_keys=len(config.by_name),
             limits="shared (Redis)" if shared else "per process (no Redis)",
         )
+        if not config.by_name and not shared:
+            log.warning(
+                "auth_no_usable_keys",
+                message="authentication is on but no key can be accepted: add hashed keys under "
+                "auth.keys (`pareto keys create --static --name NAME`), or set PARETO_REDIS_URL "
+                "and PARETO_ADMIN_KEY to manage keys at run time; every /v1 request gets 401",
+            )
         if not shared and any(k.has_budget or k.has_rate_limit for k in config.by_name.values()):
             log.warning(
                 "limits_per_process",

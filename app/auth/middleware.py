@@ -7,12 +7,15 @@ the handlers, read back with :func:`api_key_of`.
 
 from __future__ import annotations
 
+import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.auth.authenticate import Authenticator
 from app.auth.config import ApiKey
 from app.errors import GatewayError
+
+log = structlog.get_logger("pareto.auth")
 
 _STATE_KEY = "pareto_api_key"
 _PROTECTED = "/v1/"
@@ -39,6 +42,9 @@ class AuthMiddleware:
         try:
             key = await authenticator.authenticate(authorization)
         except GatewayError as exc:
+            # No record is built for a rejected key; this line (code only, never the key)
+            # keeps key-guessing visible in the logs.
+            log.warning("auth_rejected", status=exc.status, code=exc.code, path=scope["path"])
             await _send_error(send, exc)
             return
         scope.setdefault("state", {})[_STATE_KEY] = key
