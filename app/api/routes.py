@@ -1,4 +1,7 @@
-"""HTTP routes: thin handlers that parse, call the gateway, and render."""
+"""HTTP routes: thin handlers that parse, call the gateway, and render.
+
+``/v1/chat/completions`` is not here: it is a plain ASGI endpoint (:mod:`app.api.chat`).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from app.api.sse import coalesce
 from app.api.validation import parse_body, validate_chat
 from app.auth import api_key_of
 from app.auth.access import visible_names
@@ -24,7 +26,6 @@ from app.telemetry.record import Record
 
 router = APIRouter()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 CHAT_SCHEMA: dict[str, Any] = {
     "requestBody": {
@@ -109,69 +110,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _record_failure(gateway: Gateway, ctx: RequestContext, exc: BaseException) -> None:
-    """Emit the record of a request that ends without a response body from the gateway."""
-    if isinstance(exc, GatewayError):
-        gateway.record_failure(ctx, exc.status, exc.code or exc.type)
-    elif isinstance(exc, asyncio.CancelledError):  # the client went away before the answer
-        ctx.record.client_disconnected = True
-        gateway.record_failure(ctx, 499, "client_disconnected")
-    elif isinstance(exc, Exception):
-        gateway.record_failure(ctx, 500, "internal_error")
-
-
-@router.post("/v1/chat/completions", openapi_extra=CHAT_SCHEMA)
-async def chat_completions(request: Request) -> Response:
-    """OpenAI-compatible chat completions, streaming or not."""
-    started: float = getattr(request.state, "started", None) or time.perf_counter()
-    rid = request_id_of(request)
-    gateway = gateway_of(request)
-    settings = gateway.settings
-    api_key = api_key_of(request)
-    ctx = RequestContext(
-        request_id=rid,
-        headers=request.headers,
-        started=started,
-        record=Record(request_id=rid, api_key_name=api_key.name if api_key else None),
-        api_key=api_key,
-    )
-    try:
-        body = parse_body(await read_body(request, settings.max_body_bytes))
-        validate_chat(
-            body, max_messages=settings.max_messages, max_content_chars=settings.max_content_chars
-        )
-        ctx.record.stream = bool(body.get("stream"))
-        if settings.log_prompts:
-            ctx.record.prompt = body.get("messages")
-        ticket = ctx.ticket = await request.app.state.guard.admit(api_key, body)
-    except BaseException as exc:
-        _record_failure(gateway, ctx, exc)
-        raise
-    try:
-        result = await gateway.handle_chat(body, ctx)
-    except BaseException as exc:
-        _record_failure(gateway, ctx, exc)
-        await ticket.settle(ctx.record)
-        raise
-    if result.stream is not None:
-        return StreamingResponse(
-            coalesce(
-                ticket.settle_after(result.stream, ctx.record)
-                if ticket.needs_settling
-                else result.stream
-            ),
-            media_type="text/event-stream",
-            headers={**_SSE_HEADERS, **result.headers},
-        )
-    await ticket.settle(ctx.record)
-    return Response(
-        result.body,
-        status_code=result.status,
-        headers=result.headers,
-        media_type="application/json",
-    )
 
 
 @router.post("/v1/feedback")

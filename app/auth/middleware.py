@@ -7,6 +7,8 @@ the handlers, read back with :func:`api_key_of`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,22 +35,41 @@ class AuthMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(_PROTECTED):
             await self.app(scope, receive, send)
             return
-        authenticator: Authenticator = scope["app"].state.authenticator
         authorization = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
         try:
-            key = await authenticator.authenticate(authorization)
+            key = await authenticate_headers(
+                scope["app"].state.authenticator, {"authorization": authorization}, scope["path"]
+            )
         except GatewayError as exc:
-            # No record is built for a rejected key; this line (code only, never the key)
-            # keeps key-guessing visible in the logs.
-            log.warning("auth_rejected", status=exc.status, code=exc.code, path=scope["path"])
             await _send_error(send, exc)
             return
         scope.setdefault("state", {})[_STATE_KEY] = key
         await self.app(scope, receive, send)
+
+
+async def authenticate_headers(
+    authenticator: Authenticator, headers: Mapping[str, str | None], path: str
+) -> ApiKey | None:
+    """The caller's key from its ``Authorization`` header (None = auth is off); a rejection
+    is logged (code only, never the key) and raised as the GatewayError to answer with."""
+    try:
+        return await authenticator.authenticate(headers.get("authorization"))
+    except GatewayError as exc:
+        # No record is built for a rejected key; this line keeps key-guessing visible.
+        log.warning("auth_rejected", status=exc.status, code=exc.code, path=path)
+        raise
+
+
+def auth_error_headers(exc: GatewayError) -> list[tuple[bytes, bytes]]:
+    """An error's own headers, plus the Bearer challenge on a 401."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+    if exc.status == 401:
+        headers.append(_WWW_AUTH)
+    return headers
 
 
 async def _send_error(send: Send, exc: GatewayError) -> None:
@@ -56,10 +77,8 @@ async def _send_error(send: Send, exc: GatewayError) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()),
+        *auth_error_headers(exc),
     ]
-    if exc.status == 401:
-        headers.append(_WWW_AUTH)
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

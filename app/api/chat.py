@@ -1,0 +1,276 @@
+"""``/v1/chat/completions`` as a plain ASGI callable: the one endpoint every request pays for.
+
+FastAPI's route matching, dependency solving, ``Request``/``Response`` objects, exception
+middlewares and the two pure-ASGI middlewares cost about 0.2 ms of CPU per request, more than
+the routing decision itself. :class:`GatewayApp` (``app.main``) hands this one path straight
+to :class:`ChatEndpoint`, which does the same jobs inline and in the same order:
+
+1. request id (a safe incoming ``x-request-id`` or a new one) bound into the log context,
+2. authentication (:func:`app.auth.middleware.authenticate_headers`), 401 before the body,
+3. the body (size limit, slow-client timeout), parse + validate, the key's rate limits,
+4. :meth:`Gateway.handle_chat`, rendered as JSON or as an SSE stream,
+5. every error an OpenAI-shaped body with the request id; one record per request.
+
+A client that goes away is noticed while the gateway waits (one ``receive`` kept pending):
+the request's task is cancelled, so the upstream call is closed, and the record says 499.
+For non-streaming answers the budget is settled after the last byte is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+from starlette.types import Message, Receive, Scope, Send
+from structlog.contextvars import bind_contextvars, reset_contextvars
+
+from app.api.sse import coalesce
+from app.api.validation import parse_body, validate_chat
+from app.auth.middleware import auth_error_headers, authenticate_headers
+from app.errors import (
+    BodyTooLargeError,
+    GatewayError,
+    InvalidRequestError,
+    RequestTimeoutError,
+    error_body,
+)
+from app.gateway import Gateway, RequestContext
+from app.settings import Settings
+from app.telemetry.middleware import request_id_from
+from app.telemetry.record import Record
+
+log = structlog.get_logger("pareto.api")
+
+PATH = "/v1/chat/completions"
+_clock = time.perf_counter
+_JSON = (b"content-type", b"application/json")
+_SSE = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_INTERNAL = error_body(
+    "the gateway hit an internal error; it has been logged with this request's id",
+    "server_error",
+    "internal_error",
+)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before the request body arrived."""
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request's headers as a dict (names are lower case in ASGI; the first one wins)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(
+            f"the request body is {declared} bytes; this gateway accepts at most {limit} "
+            "(PARETO_MAX_BODY_BYTES)"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(
+                f"the request body is over {limit} bytes, the most this gateway accepts "
+                "(PARETO_MAX_BODY_BYTES)"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_body(receive: Receive, headers: dict[str, str], settings: Settings) -> bytes:
+    """The raw body: 413 over the size limit, 408 when the client is too slow to send it."""
+    limit, seconds = settings.max_body_bytes, settings.body_timeout_s
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read_body(receive, headers, limit)
+    except TimeoutError as exc:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {seconds:g} s (PARETO_BODY_TIMEOUT_S); "
+            "send the whole request promptly"
+        ) from exc
+
+
+class _DisconnectWatch:
+    """Keeps one ``receive()`` pending; an ``http.disconnect`` before :meth:`done` cancels the
+    request's task (the upstream call is closed by the cancellation) and sets ``fired``."""
+
+    __slots__ = ("_finished", "_future", "_task", "fired")
+
+    def __init__(self, receive: Receive) -> None:
+        self._finished = False
+        self.fired = False
+        self._task = asyncio.current_task()
+        self._future = asyncio.ensure_future(receive())
+        self._future.add_done_callback(self._received)
+
+    def _received(self, future: asyncio.Future[Message]) -> None:
+        if self._finished or future.cancelled() or future.exception() is not None:
+            return
+        if future.result().get("type") == "http.disconnect" and self._task is not None:
+            self.fired = True
+            self._task.cancel()
+
+    def absorb(self) -> bool:
+        """True when the cancellation being handled is this watch's own (now undone), so the
+        request ends quietly instead of reaching the server as an error."""
+        if self.fired and self._task is not None:
+            self._task.uncancel()
+            return True
+        return False
+
+    def done(self) -> None:
+        """The answer is complete (or about to be): a disconnect no longer cancels anything."""
+        if not self._finished:
+            self._finished = True
+            self._future.cancel()
+
+
+def _record_failure(gateway: Gateway, ctx: RequestContext, exc: BaseException) -> None:
+    """Emit the record of a request that ends without a response body from the gateway."""
+    if isinstance(exc, GatewayError):
+        gateway.record_failure(ctx, exc.status, exc.code or exc.type)
+    elif isinstance(exc, asyncio.CancelledError | _ClientGone):  # the client went away
+        ctx.record.client_disconnected = True
+        gateway.record_failure(ctx, 499, "client_disconnected")
+    elif isinstance(exc, Exception):
+        gateway.record_failure(ctx, 500, "internal_error")
+
+
+async def _send_error(send: Send, exc: Exception, request_id: str) -> None:
+    """The OpenAI-shaped answer for ``exc`` (a GatewayError's own, or a logged 500)."""
+    if isinstance(exc, GatewayError):
+        status, body = exc.status, exc.to_json()
+        headers = auth_error_headers(exc)
+    else:
+        log.error("unhandled_error", error_type=type(exc).__name__, path=PATH)
+        status, body, headers = 500, _INTERNAL, []
+    headers += [_JSON, (b"content-length", b"%d" % len(body))]
+    headers.append((b"x-request-id", request_id.encode("ascii")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ChatEndpoint:
+    """The ASGI callable for ``/v1/chat/completions``; app state is read per request, so the
+    lifespan's objects (gateway, authenticator, guard) are picked up once they exist."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = _clock()
+        request_id = request_id_from(scope["headers"])
+        tokens = bind_contextvars(request_id=request_id)
+        try:
+            if scope["method"] != "POST":
+                message = f"method {scope['method']} is not allowed on {PATH}"
+                err = InvalidRequestError(message, code="method_not_allowed", status=405)
+                err.headers["allow"] = "POST"
+                await _send_error(send, err, request_id)
+                return
+            await self._serve(scope, receive, send, request_id, started)
+        finally:
+            reset_contextvars(**tokens)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, started: float
+    ) -> None:
+        state = self._state
+        headers = _headers(scope["headers"])
+        try:
+            api_key = await authenticate_headers(state.authenticator, headers, PATH)
+        except GatewayError as exc:
+            await _send_error(send, exc, request_id)
+            return
+        gateway: Gateway = state.gateway
+        settings = gateway.settings
+        ctx = RequestContext(
+            request_id=request_id,
+            headers=headers,
+            started=started,
+            record=Record(request_id=request_id, api_key_name=api_key.name if api_key else None),
+            api_key=api_key,
+        )
+        try:
+            raw = await read_body(receive, headers, settings)
+            body = parse_body(raw)
+            validate_chat(
+                body,
+                max_messages=settings.max_messages,
+                max_content_chars=settings.max_content_chars,
+            )
+            stream = bool(body.get("stream"))
+            ctx.record.stream = stream
+            if settings.log_prompts:
+                ctx.record.prompt = body.get("messages")
+            ticket = ctx.ticket = await state.guard.admit(api_key, body)
+        except Exception as exc:
+            _record_failure(gateway, ctx, exc)
+            if not isinstance(exc, _ClientGone):
+                await _send_error(send, exc, request_id)
+            return
+        except BaseException as exc:
+            _record_failure(gateway, ctx, exc)
+            raise
+        watch = _DisconnectWatch(receive)
+        try:
+            result = await gateway.handle_chat(body, ctx)
+        except BaseException as exc:
+            watch.done()
+            _record_failure(gateway, ctx, exc)
+            await ticket.settle(ctx.record)
+            if isinstance(exc, Exception):
+                await _send_error(send, exc, request_id)
+            elif not (isinstance(exc, asyncio.CancelledError) and watch.absorb()):
+                raise
+            return
+        if result.stream is None:
+            watch.done()
+            payload = result.body or b""
+            out = _raw(result.headers)
+            out += [_JSON, (b"content-length", b"%d" % len(payload))]
+            await send({"type": "http.response.start", "status": result.status, "headers": out})
+            await send({"type": "http.response.body", "body": payload})
+            await ticket.settle(ctx.record)  # after the last byte: off the caller's latency
+            return
+        source = (
+            ticket.settle_after(result.stream, ctx.record)
+            if ticket.needs_settling
+            else result.stream
+        )
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": result.status,
+                    "headers": _SSE + _raw(result.headers),
+                }
+            )
+            async for chunk in coalesce(source):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            watch.done()
+            await send({"type": "http.response.body", "body": b""})
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+        finally:
+            watch.done()
