@@ -22,6 +22,7 @@ from app.auth import AuthMiddleware, log_auth_state
 from app.auth.setup import install_auth
 from app.catalog import Catalog, load_catalog, log_disabled
 from app.catalog.reload import Reloader
+from app.fastredis import FastRedis
 from app.feedback import build_feedback
 from app.gateway import Gateway
 from app.providers import ProviderRegistry
@@ -35,6 +36,7 @@ from app.telemetry.metrics import Metrics
 from app.telemetry.middleware import RequestContextMiddleware
 
 log = structlog.get_logger("pareto")
+HOT_NAME = "pareto-hot"  # CLIENT LIST names the hot-path connections
 
 
 class GatewayApp(FastAPI):
@@ -105,12 +107,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.redis_url
             else None
         )
+        # The per-request calls (limits, budgets) go through the cheap hot-path client.
+        hot = (
+            FastRedis(settings.redis_url, timeout_s=settings.redis_timeout_s, client_name=HOT_NAME)
+            if settings.redis_url
+            else None
+        )
         app.state.redis = redis
         gateway.redis = redis
         gateway.sessions = build_sessions(settings, redis)
         gateway.failover.breakers = build_breakers(settings, redis, on_open=metrics.breaker_opened)
         gateway.feedback = build_feedback(settings, redis)
-        install_auth(app.state, lambda: gateway.catalog.auth, settings, redis)
+        install_auth(app.state, lambda: gateway.catalog.auth, settings, redis, hot)
 
         def apply(new: Catalog) -> None:
             gateway.swap_catalog(new)
@@ -149,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await watcher
             await providers.aclose()
             await client.aclose()
+            if hot is not None:
+                await hot.aclose()
             if redis is not None:
                 await redis.aclose()
             metrics.close()

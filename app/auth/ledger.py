@@ -15,9 +15,13 @@ With Redis every step is one Lua script, so all replicas share exact counts. Wit
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from app.fastredis import FastRedis
 
 NANO = 1_000_000_000
 WINDOW_S = 60.0
@@ -31,6 +35,15 @@ def to_nano(usd: float) -> int:
     return max(0, math.ceil(usd * NANO - 1e-6))
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_day(day: int) -> tuple[str, str, float, float]:
+    """Day ``day`` since the epoch: its ``YYYYMMDD``, its ``YYYYMM``, the timestamps of the
+    next midnight and of the next month's first (POSIX UTC days are 86,400 s exactly)."""
+    t = dt.datetime.fromtimestamp(day * 86400, dt.UTC)
+    first = dt.datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=dt.UTC)
+    return t.strftime("%Y%m%d"), t.strftime("%Y%m"), (day + 1) * 86400.0, first.timestamp()
+
+
 @dataclass(frozen=True, slots=True)
 class Periods:
     """The UTC day and month that ``now`` falls in, and seconds until each resets."""
@@ -42,15 +55,9 @@ class Periods:
 
     @classmethod
     def at(cls, now: float) -> Periods:
-        t = dt.datetime.fromtimestamp(now, dt.UTC)
-        midnight = dt.datetime(t.year, t.month, t.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
-        first = dt.datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=dt.UTC)
-        return cls(
-            day=t.strftime("%Y%m%d"),
-            month=t.strftime("%Y%m"),
-            day_reset_s=midnight.timestamp() - now,
-            month_reset_s=first.timestamp() - now,
-        )
+        # Per request: the calendar work is done once a day (it was 2-3% of a request's CPU).
+        day, month, midnight, first = _utc_day(int(now // 86400))
+        return cls(day, month, midnight - now, first - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +207,13 @@ return 1
 
 
 class RedisLedger:
-    """Shared counters: each call is one Lua script (atomic across every replica)."""
+    """Shared counters: each call is one Lua script (atomic across every replica).
 
-    def __init__(self, redis: Any, prefix: str) -> None:
+    Runs on the hot-path client (:mod:`app.fastredis`): scripts by EVALSHA on the process's
+    one multiplexed connection, under ``PARETO_REDIS_TIMEOUT_S``.
+    """
+
+    def __init__(self, redis: FastRedis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
         self._admit = redis.register_script(_ADMIT)
@@ -286,10 +297,9 @@ class RedisLedger:
 
     async def spend(self, name: str, periods: Periods) -> tuple[Spend, Spend]:
         _, _, day, month = self._keys(name, periods)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(day, "spent", "held")
-        pipe.hmget(month, "spent", "held")
-        d, m = await pipe.execute()
+        d, m = await self._redis.pipeline(
+            [("HMGET", day, "spent", "held"), ("HMGET", month, "spent", "held")]
+        )
         return Spend(int(d[0] or 0), int(d[1] or 0)), Spend(int(m[0] or 0), int(m[1] or 0))
 
 

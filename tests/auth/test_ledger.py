@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.auth.ledger import Ledger, Limits, MemoryLedger, Periods, RedisLedger
+from app.fastredis import FastRedis
 
 T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC).timestamp()
 
@@ -23,9 +24,11 @@ async def ledger(request, redis_prefix) -> AsyncIterator[Ledger]:
         yield MemoryLedger()
         return
     client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    hot = FastRedis("redis://127.0.0.1:6379/0", timeout_s=1.0)
     try:
-        yield RedisLedger(client, redis_prefix)
+        yield RedisLedger(hot, redis_prefix)
     finally:
+        await hot.aclose()
         keys = [k async for k in client.scan_iter(match=redis_prefix + "*")]
         if keys:
             await client.delete(*keys)

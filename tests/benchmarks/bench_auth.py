@@ -23,6 +23,7 @@ from app.auth.config import ApiKey, AuthConfig, generate_key, hash_key
 from app.auth.guard import Guard
 from app.auth.ledger import MemoryLedger, RedisLedger
 from app.auth.store import RedisKeyStore
+from app.fastredis import FastRedis
 from app.telemetry.record import Record
 
 BODY = {"model": "small", "messages": [{"role": "user", "content": "Say hello " * 20}]}
@@ -66,6 +67,7 @@ async def run(label: str, authn: Authenticator, guard: Guard, header: str, n: in
 async def main(n: int, url: str) -> None:
     prefix = f"pareto-bench-{uuid.uuid4().hex[:8]}:"
     redis = aioredis.Redis.from_url(url, socket_timeout=1, max_connections=64)
+    hot = FastRedis(url, timeout_s=1)
     secret = generate_key()
     limits = dict(requests_per_minute=10**9, tokens_per_minute=10**12, daily_usd=1e9)
     runtime = ApiKey(name="bench", key_hash=hash_key(secret), source="redis", **limits)
@@ -75,7 +77,7 @@ async def main(n: int, url: str) -> None:
     static = ApiKey(name="static", key_hash=hash_key(static_secret), **limits)
     config = AuthConfig(by_hash={static.key_hash: static}, by_name={"static": static})
     try:
-        redis_guard = Guard(RedisLedger(redis, prefix))
+        redis_guard = Guard(RedisLedger(hot, prefix))
         await run(
             "run-time key, Redis limits+budget",
             Authenticator(lambda: config, store),
@@ -111,6 +113,7 @@ async def main(n: int, url: str) -> None:
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
+        await hot.aclose()
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ from tests.support.procs import free_port
 class RedisServer:
     """One redis-server process we own, stoppable and restartable on the same port."""
 
-    def __init__(self, tmp: Path, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, port: int | None = None, password: str | None = None) -> None:
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self._tmp = tmp
         self._popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -33,13 +35,14 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (.ci/run installs it)")
         self._log = log = (self._tmp / f"redis-{self.port}.log").open("ab")
+        extra = ["--requirepass", self.password] if self.password else []
         self._popen = subprocess.Popen(
-            [binary, "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--save", "", "--appendonly", "no", *extra],
             cwd=self._tmp,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=0.5)
         deadline = time.monotonic() + 10
         try:
             while True:
@@ -66,8 +69,8 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(tmp: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp)
+def redis_server(tmp: Path, password: str | None = None) -> Iterator[RedisServer]:
+    server = RedisServer(tmp, password=password)
     server.start()
     try:
         yield server
