@@ -91,8 +91,10 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="most staleness of a closed breaker's shared state"
     )
     breaker_redis_prefix: str = Field(default="pareto:", description="Redis key prefix")
-    http_client: Literal["aiohttp", "httpx"] = Field(
-        default="aiohttp", description="Upstream HTTP backend (aiohttp is ~10x cheaper per call)"
+    http_client: Literal["http1", "aiohttp", "httpx"] = Field(
+        default="http1",
+        description="Upstream HTTP backend: http1 (lean built-in client, cheapest per call), "
+        "aiohttp, or httpx (mockable with respx)",
     )
     http_max_connections: int = Field(default=512, gt=0)
     watch_config: bool = Field(default=True, description="Reload the config when its file changes")

@@ -3,9 +3,10 @@
 Adapters speak only this small interface (``post`` and ``stream``) and only see the two
 transport errors below, so they never import an HTTP library. Backends:
 
-- :class:`AiohttpBackend` (production default): one pooled ``aiohttp.ClientSession``. On this
-  hot path it costs ~0.15 ms of CPU per upstream call where httpx's own pool costs ~1.9 ms
-  (``python /tmp/clientbench.py``-style measurement quoted in the README's Performance part).
+- :class:`~app.providers.http1.Http1Backend` (production default): a lean HTTP/1.1 client
+  (asyncio protocol + httptools parser). ``python -m tests.benchmarks.bench_http_client``:
+  ~0.10 ms of CPU per JSON call against aiohttp's ~0.23 ms and httpx's ~1.1 ms.
+- :class:`AiohttpBackend`: one pooled ``aiohttp.ClientSession`` (``PARETO_HTTP_CLIENT=aiohttp``).
 - :class:`HttpxBackend`: one pooled ``httpx.AsyncClient``; used by the adapter tests (respx
   mocks httpx) and selectable with ``PARETO_HTTP_CLIENT=httpx``.
 
@@ -256,7 +257,12 @@ class HttpxBackend:
 
 
 def make_backend(kind: str, max_connections: int) -> HTTPBackend:
-    """``aiohttp`` (default) or ``httpx``; the backend owns its pool."""
+    """``http1`` (default, :mod:`app.providers.http1`), ``aiohttp`` or ``httpx``; the backend
+    owns its pool."""
+    if kind == "http1":
+        from app.providers.http1 import Http1Backend
+
+        return Http1Backend(max_connections=max_connections)
     if kind == "httpx":
         backend = HttpxBackend()
         limits = httpx.Limits(

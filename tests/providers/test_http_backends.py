@@ -1,4 +1,4 @@
-"""Both upstream HTTP backends behave the same on the wire events adapters depend on."""
+"""Every upstream HTTP backend behaves the same on the wire events adapters depend on."""
 
 from __future__ import annotations
 
@@ -15,13 +15,18 @@ from app.providers.http import (
     TransportError,
     TransportTimeout,
 )
+from app.providers.http1 import Http1Backend
 
 T = Timeouts(connect=1.0, read=0.3)
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["http1", "aiohttp", "httpx"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[HTTPBackend]:
-    b: HTTPBackend = AiohttpBackend() if request.param == "aiohttp" else HttpxBackend()
+    b: HTTPBackend
+    if request.param == "http1":
+        b = Http1Backend()
+    else:
+        b = AiohttpBackend() if request.param == "aiohttp" else HttpxBackend()
     yield b
     await b.aclose()
 
