@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.redis_url
             else None
         )
-        # The per-request calls (limits, budgets) go through the cheap hot-path client.
+        # The per-request calls (sessions, limits, budgets) go through the hot-path client.
         hot = (
             FastRedis(settings.redis_url, timeout_s=settings.redis_timeout_s, client_name=HOT_NAME)
             if settings.redis_url
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.redis = redis
         gateway.redis = redis
-        gateway.sessions = build_sessions(settings, redis)
+        gateway.sessions = build_sessions(settings, hot)
         gateway.failover.breakers = build_breakers(settings, redis, on_open=metrics.breaker_opened)
         gateway.feedback = build_feedback(settings, redis)
         install_auth(app.state, lambda: gateway.catalog.auth, settings, redis, hot)

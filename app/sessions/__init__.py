@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.sessions.keys import SESSION_HEADER, SessionKey, session_key
 from app.sessions.manager import (
@@ -16,9 +16,15 @@ from app.sessions.redis_store import RedisSessionStore
 from app.sessions.store import SessionEntry, SessionStore, StoreStatus
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    from app.fastredis import FastRedis
 
-def build_sessions(settings: Settings, redis: Any) -> Sessions:
-    """The process's session layer: off, in-memory, or Redis with a local fallback."""
+
+def build_sessions(settings: Settings, redis: FastRedis | None) -> Sessions:
+    """The process's session layer: off, in-memory, or Redis with a local fallback.
+
+    ``redis`` is the hot-path client (:mod:`app.fastredis`): a lookup runs on every request.
+    """
     if not settings.sessions_enabled:
         return Sessions(None)
     local = MemorySessionStore(settings.session_ttl_s, settings.session_memory_max_entries)
@@ -28,7 +34,6 @@ def build_sessions(settings: Settings, redis: Any) -> Sessions:
             redis,
             ttl_s=settings.session_ttl_s,
             prefix=settings.session_key_prefix,
-            timeout_s=settings.redis_timeout_s,
             retry_after_s=settings.session_redis_retry_s,
             local=local,
         )

@@ -1,7 +1,8 @@
 """Redis session store that never fails a request.
 
 Each lookup is one round trip (``GETEX key PX ttl``: read and refresh the TTL together); a
-write is one ``SET key value PX ttl``. Every operation runs under a tight deadline. On an
+write is one ``SET key value PX ttl``. Both go through the hot-path client
+(:mod:`app.fastredis`), whose every call runs under a tight deadline. On an
 error or timeout the store logs once per incident, marks itself degraded, and serves from a
 local :class:`MemorySessionStore` that mirrors what this process has seen; it leaves Redis
 alone for ``retry_after_s`` and then lets the next request probe it, so it resumes on its own
@@ -11,10 +12,9 @@ first time they are used after it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 from redis.exceptions import RedisError
@@ -22,20 +22,25 @@ from redis.exceptions import RedisError
 from app.sessions.memory import MemorySessionStore
 from app.sessions.store import SessionEntry, StoreStatus
 
-# What a broken, slow or unreachable Redis raises through redis.asyncio.
+if TYPE_CHECKING:
+    from app.fastredis import FastRedis
+
+# What a broken, slow or unreachable Redis raises (redis-py's classes, also from fastredis).
 _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
 
 class RedisSessionStore:
-    """Sessions in Redis under ``prefix``, with a local fallback while Redis is unreachable."""
+    """Sessions in Redis under ``prefix``, with a local fallback while Redis is unreachable.
+
+    The deadline of each operation is the client's (``PARETO_REDIS_TIMEOUT_S``).
+    """
 
     def __init__(
         self,
-        redis: Any,
+        redis: FastRedis,
         *,
         ttl_s: float,
         prefix: str = "pareto:session:",
-        timeout_s: float = 0.05,
         retry_after_s: float = 1.0,
         local: MemorySessionStore | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -44,7 +49,6 @@ class RedisSessionStore:
         self._redis = redis
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._prefix = prefix
-        self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
         self._local = local if local is not None else MemorySessionStore(ttl_s, clock=clock)
         self._clock = clock
@@ -101,8 +105,7 @@ class RedisSessionStore:
         if not self._usable():
             return self._local.touch_now(key)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                raw = await self._redis.getex(self._prefix + key, px=self._ttl_ms)
+            raw = await self._redis.execute("GETEX", self._prefix + key, "PX", self._ttl_ms)
         except _REDIS_FAILURES as exc:
             self._failed("touch", exc)
             return self._local.touch_now(key)
@@ -125,8 +128,7 @@ class RedisSessionStore:
 
     async def _write(self, key: str, entry: SessionEntry) -> None:
         try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._redis.set(self._prefix + key, entry.encode(), px=self._ttl_ms)
+            await self._redis.execute("SET", self._prefix + key, entry.encode(), "PX", self._ttl_ms)
         except _REDIS_FAILURES as exc:
             self._failed("put", exc)
             return

@@ -35,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from app.fastredis import FastRedis  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.sessions import build_sessions  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -189,9 +190,10 @@ async def store_latency(n: int) -> None:
     redis = aioredis.Redis.from_url(
         "redis://127.0.0.1:6379/0", socket_timeout=0.05, socket_connect_timeout=0.05
     )
+    hot = FastRedis("redis://127.0.0.1:6379/0", timeout_s=0.05)
     settings = Settings(session_key_prefix=prefix, redis_timeout_s=0.05)
     try:
-        for name, client in (("memory", None), ("redis", redis)):
+        for name, client in (("memory", None), ("redis", hot)):
             sessions = build_sessions(settings, client)
             samples: list[float] = []
             for i in range(n):
@@ -220,6 +222,7 @@ async def store_latency(n: int) -> None:
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
+        await hot.aclose()
 
 
 async def main() -> None:

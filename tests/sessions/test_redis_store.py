@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
+from app.fastredis import FastRedis
 from app.sessions.memory import MemorySessionStore
 from app.sessions.redis_store import RedisSessionStore
 from app.sessions.store import SessionEntry
@@ -28,6 +29,7 @@ class Clock:
 
 
 def client(url: str = "redis://127.0.0.1:6379/0") -> aioredis.Redis:
+    """redis-py, to look at what the store wrote."""
     return aioredis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
 
 
@@ -41,10 +43,18 @@ async def shared(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
     await redis.aclose()
 
 
+@pytest.fixture
+async def hot() -> AsyncIterator[FastRedis]:
+    """The hot-path client the store runs on (as in the app)."""
+    fast = FastRedis("redis://127.0.0.1:6379/0", timeout_s=0.5)
+    yield fast
+    await fast.aclose()
+
+
 async def test_roundtrip_stores_only_the_entry_and_refreshes_ttl_on_use(
-    shared: aioredis.Redis, redis_prefix: str
+    shared: aioredis.Redis, hot: FastRedis, redis_prefix: str
 ) -> None:
-    store = RedisSessionStore(shared, ttl_s=600, prefix=redis_prefix, timeout_s=0.5)
+    store = RedisSessionStore(hot, ttl_s=600, prefix=redis_prefix)
     assert await store.touch("k1") is None
     await store.put("k1", ENTRY)
     raw = await shared.get(redis_prefix + "k1")
@@ -56,20 +66,22 @@ async def test_roundtrip_stores_only_the_entry_and_refreshes_ttl_on_use(
 
 
 async def test_two_stores_on_one_redis_share_sessions(
-    shared: aioredis.Redis, redis_prefix: str
+    shared: aioredis.Redis, hot: FastRedis, redis_prefix: str
 ) -> None:
-    one = RedisSessionStore(shared, ttl_s=60, prefix=redis_prefix, timeout_s=0.5)
-    two = RedisSessionStore(shared, ttl_s=60, prefix=redis_prefix, timeout_s=0.5)
+    one = RedisSessionStore(hot, ttl_s=60, prefix=redis_prefix)
+    other = FastRedis("redis://127.0.0.1:6379/0", timeout_s=0.5)  # another process's
+    two = RedisSessionStore(other, ttl_s=60, prefix=redis_prefix)
     await one.put("k", ENTRY)
     assert await two.touch("k") == ENTRY
+    await other.aclose()
 
 
 async def test_unreachable_redis_serves_from_local_and_logs_once_per_incident() -> None:
-    dead = client(f"redis://127.0.0.1:{free_port()}/0")
+    dead = FastRedis(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
     clock = Clock()
     local = MemorySessionStore(60, clock=clock)
     store = RedisSessionStore(
-        dead, ttl_s=60, prefix="x:", timeout_s=0.2, retry_after_s=1.0, local=local, clock=clock
+        dead, ttl_s=60, prefix="x:", retry_after_s=1.0, local=local, clock=clock
     )
     with capture_logs() as logs:
         await store.put("k", ENTRY)  # fails, but is kept locally
@@ -89,13 +101,13 @@ async def test_resumes_redis_after_restart_and_copies_local_sessions_back(
 ) -> None:
     with redis_server(tmp_path) as server:
         redis = client(server.url)
+        hot = FastRedis(server.url, timeout_s=0.3)
         clock = Clock()
         flags: list[bool] = []
         store = RedisSessionStore(
-            redis,
+            hot,
             ttl_s=60,
             prefix="p:",
-            timeout_s=0.3,
             retry_after_s=1.0,
             clock=clock,
             on_degraded=flags.append,
@@ -114,3 +126,4 @@ async def test_resumes_redis_after_restart_and_copies_local_sessions_back(
         # The session made during the outage now lives in Redis for the other processes.
         assert await redis.get("p:during") == ENTRY.encode()
         await redis.aclose()
+        await hot.aclose()
