@@ -74,9 +74,10 @@ async def test_thousand_requests_zero_user_visible_errors(app_client) -> None:
     # The failures really happened (~40% of first attempts) and were absorbed.
     assert 0.3 * N <= len(served_by_fallback) <= 0.5 * N
     # Latency: under first-token timeout + the healthy path's p99 (requests served on their
-    # first attempt, under the same load), with 250 ms for the event loop of a busy 2-core CI
-    # box running other tests (50 ms flaked). A hung primary not cut at the first-token
-    # timeout would wait out the simulator's 300 s hang, so the bound still proves the point.
+    # first attempt, under the same load), with 1 s for the event loop of a busy 2-core box
+    # running other tests (50 ms and 250 ms both flaked under load). A hung primary not cut
+    # at the first-token timeout would wait out the simulator's 300 s hang, so the bound
+    # still proves the point by two orders of magnitude.
     latencies = sorted(e for _, e, *_ in results)
     p99 = latencies[int(0.99 * N) - 1]
     healthy = sorted(e for _, e, attempts, *_ in results if attempts == 1)
@@ -90,4 +91,4 @@ async def test_thousand_requests_zero_user_visible_errors(app_client) -> None:
         len(served_by_fallback),
         sum(r[2] for r in results),
     )
-    assert p99 < FIRST_TOKEN_S + max(healthy_p99, 0.03) + 0.25, (p99, healthy_p99)
+    assert p99 < FIRST_TOKEN_S + max(healthy_p99, 0.03) + 1.0, (p99, healthy_p99)
