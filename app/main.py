@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         app.state.redis = redis
+        app.state.hot_redis = hot
         gateway.redis = redis
         gateway.sessions = build_sessions(settings, hot)
         gateway.failover.breakers = build_breakers(settings, redis, on_open=metrics.breaker_opened)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -155,7 +156,7 @@ async def test_a_timed_out_call_keeps_the_order_and_its_late_reply_is_dropped(
             await blocked
         with pytest.raises(TimeoutError):
             await queued  # behind the blocked one on the same connection
-        await asyncio.sleep(0.35)  # BLPOP's nil and ECHO's reply arrive and are dropped
+        await asyncio.sleep(0.6)  # BLPOP's nil and ECHO's reply arrive and are dropped
         assert await fast.execute("ECHO", "fresh") == b"fresh"
         assert isinstance(TimeoutError("x"), RedisError)
     finally:
@@ -165,13 +166,13 @@ async def test_a_timed_out_call_keeps_the_order_and_its_late_reply_is_dropped(
 async def test_a_silent_peer_is_dropped_after_dead_after_and_the_client_reconnects(
     redis_prefix: str,
 ) -> None:
-    fast = FastRedis(URL, timeout_s=0.05, dead_after_s=0.2)
+    fast = FastRedis(URL, timeout_s=0.2, dead_after_s=0.5)
     try:
         first = await fast.execute("CLIENT", "ID")
-        blocked = asyncio.ensure_future(fast.execute("BLPOP", redis_prefix + "never", 2))
+        blocked = asyncio.ensure_future(fast.execute("BLPOP", redis_prefix + "never", 5))
         with pytest.raises(TimeoutError):
             await blocked
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.5)  # past dead_after: the connection was dropped
         assert await fast.execute("ECHO", "again") == b"again"
         assert await fast.execute("CLIENT", "ID") != first  # a new connection
     finally:
@@ -292,3 +293,39 @@ async def test_closing_fails_waiters_and_later_calls(redis_prefix: str) -> None:
     with pytest.raises(ConnectionError, match="closed"):
         await fast.execute("PING")
     await fast.aclose()  # idempotent
+
+
+async def test_no_reply_ever_reaches_the_wrong_caller_under_cancels_and_a_kill(
+    fast: FastRedis, admin: aioredis.Redis
+) -> None:
+    rng = random.Random(7)
+    outcomes: dict[str, int] = {"ok": 0, "cancelled": 0, "lost": 0}
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(rng.random() * 0.02)  # spread over the kill below
+        value = f"{i}-{rng.random()}"
+        call = asyncio.ensure_future(fast.execute("ECHO", value))
+        if rng.random() < 0.1:
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+            call.cancel()
+        try:
+            assert await call == value.encode()
+            outcomes["ok"] += 1
+        except asyncio.CancelledError:
+            outcomes["cancelled"] += 1
+        except ConnectionError:
+            outcomes["lost"] += 1
+
+    killed: list[int] = []
+
+    async def killer() -> None:
+        await asyncio.sleep(0.01)
+        killed.append(await fast.execute("CLIENT", "ID"))
+        await admin.client_kill_filter(_id=killed[0])
+
+    for batch in range(10):
+        tasks = [one(batch * 200 + i) for i in range(200)]
+        await asyncio.gather(*tasks, *([killer()] if batch == 5 else []))
+    assert outcomes["ok"] > 1500 and outcomes["cancelled"] > 50
+    assert await fast.execute("CLIENT", "ID") not in killed  # it reconnected
