@@ -9,6 +9,10 @@ anything:
 - headers not complete within ``PARETO_HEADER_TIMEOUT_S`` of the connection opening (or of
   the request's first byte on a kept-alive connection) → ``408`` and close.
 
+It also sends a response's status line and headers in the same socket write as the first
+body bytes (:class:`_HeadWithBody`): uvicorn writes them separately, which costs a second
+syscall and, worse, a second wake-up of the client per response.
+
 A slow *body* is the app's to time out (``read_body`` in :mod:`app.api.routes`, 408).
 Answers are OpenAI-shaped JSON like every other error.
 """
@@ -40,6 +44,40 @@ def _limits(config: Config) -> tuple[int, float]:
         cached = (settings.max_header_bytes, settings.header_timeout_s)
         config._pareto_server_limits = cached  # type: ignore[attr-defined]
     return cached
+
+
+class _HeadWithBody:
+    """The transport as one response cycle sees it: its first write (uvicorn's status line
+    and headers) is held and sent together with the next one (the first body bytes; uvicorn
+    writes the body even when it is empty). Everything else goes to the real transport;
+    ``close`` sends a held head first."""
+
+    __slots__ = ("_head", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._head: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        if not self._started:
+            self._started = True
+            self._head = data
+            return
+        head = self._head
+        if head is not None:
+            self._head = None
+            data = head + data
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class HardenedHttpToolsProtocol(HttpToolsProtocol):
@@ -142,6 +180,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._disarm()
         super().on_headers_complete()
+        self.cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -255,3 +255,36 @@ async def test_no_body_or_header_field_can_change_the_upstream(
     assert sent["authorization"] == "Bearer prov-" + "u" * 30
     assert client_key not in orjson.dumps(seen).decode()
     assert "x-pareto-base-url" not in sent and "forwarded" not in sent
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_response_head_goes_out_with_the_first_body_bytes() -> None:
+    from app.api.server import _HeadWithBody
+
+    real = _Recorder()
+    transport = _HeadWithBody(real)  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert real.writes == []  # held
+    transport.write(b"")  # uvicorn writes an empty body too
+    transport.write(b"more")
+    assert real.writes == [b"HTTP/1.1 200 OK\r\n\r\n", b"more"]
+    assert transport.is_closing() is False  # everything else reaches the real transport
+
+    cut = _HeadWithBody(_Recorder())  # type: ignore[arg-type]
+    cut.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    cut.close()  # the app failed before any body: the head is not lost
+    assert cut._transport.writes == [b"HTTP/1.1 200 OK\r\n\r\n"] and cut._transport.closed  # type: ignore[attr-defined]
