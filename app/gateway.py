@@ -6,6 +6,7 @@ serves it, and the result is rendered by the API layer.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -68,8 +69,19 @@ class RequestContext:
     extras: dict[str, Any] = field(default_factory=dict)
     session: SessionLookup | None = None
     api_key: ApiKey | None = None  # the caller's gateway key; None = auth is off
+    # A session lookup already on its way (Sessions.prefetch), taken by handle_chat.
+    session_pending: asyncio.Task[SessionLookup] | None = None
     walk: Walk = field(init=False)
     ticket: Ticket | None = None  # the key's budget / rate-limit claim (app.auth.guard)
+
+
+def drop_prefetch(ctx: RequestContext) -> None:
+    """Cancel a prefetched session lookup the request will not use (it failed early)."""
+    pending, ctx.session_pending = ctx.session_pending, None
+    if pending is not None and not pending.done():
+        pending.cancel()
+    elif pending is not None and not pending.cancelled():
+        pending.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 def cost_usd(deployment: Deployment, usage: Usage) -> float:
@@ -260,6 +272,7 @@ class Gateway:
         catalog = self.catalog
         cascade = self._cascade_policy(catalog, body, ctx)
         if cascade is not None:
+            drop_prefetch(ctx)
             # Cheap tiers first (app/cascade); one reliability walk spans every tier.
             ctx.walk = self.failover.begin(
                 ctx.request_id, ctx.record, request_limits(self.failover.defaults, cascade)
@@ -269,7 +282,11 @@ class Gateway:
             except GatewayError:
                 note_failed(ctx.record)  # the route emits the record (record_failure)
                 raise
-        ctx.session = await self.sessions.lookup(body, ctx.headers)
+        pending, ctx.session_pending = ctx.session_pending, None
+        if pending is not None:
+            ctx.session = await pending
+        else:
+            ctx.session = await self.sessions.lookup(body, ctx.headers)
         routing_started = time.perf_counter()
         plan = self.plan(catalog, body, ctx)
         rec = ctx.record
@@ -287,6 +304,12 @@ class Gateway:
         if body.get("stream"):
             return await self._stream(plan, body, upstream_body, ctx)
         return await self._complete(plan, body, upstream_body, ctx)
+
+    def prefetch_session(self, body: dict[str, Any], ctx: RequestContext) -> None:
+        """Start the session lookup before the rate-limit check, so the two Redis commands
+        share one write and one round trip (cascade policies do not use sessions)."""
+        if self._cascade_policy(self.catalog, body, ctx) is None:
+            ctx.session_pending = self.sessions.prefetch(body, ctx.headers)
 
     async def _hold(self, ctx: RequestContext, plan: RoutePlan) -> None:
         """Hold the plan's estimated cost against the key's budget (402 when used up)."""

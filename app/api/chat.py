@@ -36,7 +36,7 @@ from app.errors import (
     RequestTimeoutError,
     error_body,
 )
-from app.gateway import Gateway, RequestContext
+from app.gateway import Gateway, RequestContext, drop_prefetch
 from app.settings import Settings
 from app.telemetry.middleware import request_id_from
 from app.telemetry.record import Record
@@ -222,13 +222,16 @@ class ChatEndpoint:
             ctx.record.stream = stream
             if settings.log_prompts:
                 ctx.record.prompt = body.get("messages")
+            gateway.prefetch_session(body, ctx)  # shares a round trip with the rate-limit check
             ticket = ctx.ticket = await state.guard.admit(api_key, body)
         except Exception as exc:
+            drop_prefetch(ctx)
             _record_failure(gateway, ctx, exc)
             if not isinstance(exc, _ClientGone):
                 await _send_error(send, exc, request_id)
             return
         except BaseException as exc:
+            drop_prefetch(ctx)
             _record_failure(gateway, ctx, exc)
             raise
         watch = _DisconnectWatch(receive)

@@ -9,6 +9,7 @@ Neither ever raises for a store failure: the store degrades on its own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +91,24 @@ class Sessions:
         key = session_key(headers, body, use_user_field=self._use_user_field)
         if key is None:
             return _NO_SESSION
+        return await self._lookup(key, body)
+
+    def prefetch(
+        self, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> asyncio.Task[SessionLookup] | None:
+        """Start the lookup now when it is a network round trip (None otherwise), so its
+        command goes out in the same write as the caller's next Redis command (the rate-limit
+        check): the hot-path client sends what is queued in one loop iteration together.
+        A malformed session id raises here, as :meth:`lookup` would."""
+        if self.store is None or not getattr(self.store, "remote", False):
+            return None
+        key = session_key(headers, body, use_user_field=self._use_user_field)
+        if key is None:
+            return None
+        return asyncio.ensure_future(self._lookup(key, body))
+
+    async def _lookup(self, key: SessionKey, body: Mapping[str, Any]) -> SessionLookup:
+        assert self.store is not None
         messages = body.get("messages")
         messages = messages if isinstance(messages, list) else []
         entry = await self.store.touch(key.digest)

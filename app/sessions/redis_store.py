@@ -35,6 +35,8 @@ class RedisSessionStore:
     The deadline of each operation is the client's (``PARETO_REDIS_TIMEOUT_S``).
     """
 
+    remote = True  # a lookup is a network round trip (see Sessions.prefetch)
+
     def __init__(
         self,
         redis: FastRedis,

@@ -127,3 +127,26 @@ async def test_resumes_redis_after_restart_and_copies_local_sessions_back(
         assert await redis.get("p:during") == ENTRY.encode()
         await redis.aclose()
         await hot.aclose()
+
+
+async def test_prefetch_is_the_same_lookup_sent_with_the_next_command(
+    shared: aioredis.Redis, hot: FastRedis, redis_prefix: str
+) -> None:
+    from app.sessions import Sessions
+
+    sessions = Sessions(RedisSessionStore(hot, ttl_s=600, prefix=redis_prefix))
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
+    headers = {"x-pareto-session-id": "conv-1"}
+    first = await sessions.lookup(body, headers)
+    assert first.key is not None
+    await sessions.remember(first, "small@sim", "auto")
+    pending = sessions.prefetch(body, headers)
+    assert pending is not None
+    ping = hot.execute("PING")  # queued in the same loop iteration: one write for both
+    looked_up, pong = await pending, await ping
+    assert pong == b"PONG"
+    assert looked_up == await sessions.lookup(body, headers)
+    assert looked_up.entry == SessionEntry("small@sim", "auto")
+    # Nothing to prefetch without a network store or without a session key.
+    assert Sessions(MemorySessionStore(600)).prefetch(body, headers) is None
+    assert sessions.prefetch({"model": "auto", "messages": []}, {}) is None
