@@ -48,7 +48,7 @@ from app.routing.plan import (
 from app.routing.policy import ResolvedPolicy
 from app.routing.quality import QualityEstimator
 from app.routing.sticky import Sticky, StickyOutcome, SwitchReason
-from app.routing.table import BoolArray, CatalogTable, FloatArray
+from app.routing.table import BoolArray, CatalogTable, FloatArray, IntArray
 
 _NO_IDS: frozenset[str] = frozenset()
 
@@ -126,6 +126,37 @@ def _masks(
     if policy.max_latency_s is not None and latency is not None:
         soft &= latency <= policy.max_latency_s
     return hard, soft
+
+
+def _feasible(
+    table: CatalogTable,
+    features: Features,
+    policy: ResolvedPolicy,
+    quality: FloatArray,
+    cost: FloatArray | None,
+    latency: FloatArray | None,
+    unavailable: Collection[str],
+) -> tuple[IntArray, FloatArray]:
+    """Indexes of the deployments that pass every constraint (ascending), and minus their
+    quality. Without ceilings or unhealthy deployments, and with the catalog's quality, that
+    is a memoised look-up (:meth:`CatalogTable.feasible`); otherwise the masks are built."""
+    category = features.category
+    if (
+        quality is table.quality_for(category)
+        and policy.max_cost_usd is None
+        and policy.max_latency_s is None
+        and not unavailable
+    ):
+        return table.feasible(
+            features.requirements,
+            policy.models,
+            category,
+            policy.quality_floor,
+            features.required_context,
+        )
+    hard, soft = _masks(table, features, policy, quality, cost, latency, unavailable)
+    idx = (hard & soft).nonzero()[0]
+    return idx, -quality[idx]
 
 
 def exclusion(
@@ -244,7 +275,7 @@ def plan_route(
     n_in, n_out = features.input_tokens, features.output_tokens
     lc, ll = policy.lambda_cost, policy.lambda_latency
     matrix = table.matrix if live is None else live.matrix
-    utility = q_arr - matrix @ np.array((lc * n_in, lc * n_out, ll, ll * n_out))
+    utility = q_arr - matrix.dot(np.array((lc * n_in, lc * n_out, ll, ll * n_out)))
     sticky_i, saving = _sticky_saving(table, features, sticky)
     if sticky_i >= 0:
         utility[sticky_i] += lc * saving
@@ -252,40 +283,43 @@ def plan_route(
     cost = latency = None
     if ceilings or explain:
         cost, latency = estimate_arrays(table, features, live, sticky)
-    hard, soft = _masks(table, features, policy, q_arr, cost, latency, unavailable)
-    feasible_idx = (hard & soft).nonzero()[0]
+    feasible_idx, neg_q = _feasible(table, features, policy, q_arr, cost, latency, unavailable)
     best_effort = False
-    if not feasible_idx.size and unavailable:
-        # Every deployment that could serve is unhealthy: plan them anyway, so the walk
-        # answers with its retryable 503 (circuit_open), not a 4xx about the request.
-        hard, soft = _masks(table, features, policy, q_arr, cost, latency, _NO_IDS)
-        feasible_idx = (hard & soft).nonzero()[0]
-        if feasible_idx.size:
-            unavailable = _NO_IDS
     if not feasible_idx.size:
-        if policy.best_effort and hard.any():
-            feasible_idx, best_effort = hard.nonzero()[0], True
-        else:
-            if cost is None or latency is None:
-                cost, latency = estimate_arrays(table, features, live, sticky)
-            raise _no_feasible(
-                table,
-                features,
-                policy,
-                q_arr.tolist(),
-                cost.tolist(),
-                latency.tolist(),
-                unavailable,
-            )
+        hard, soft = _masks(table, features, policy, q_arr, cost, latency, _NO_IDS)
+        if unavailable:
+            # Every deployment that could serve is unhealthy: plan them anyway, so the walk
+            # answers with its retryable 503 (circuit_open), not a 4xx about the request.
+            feasible_idx = (hard & soft).nonzero()[0]
+            if feasible_idx.size:
+                unavailable = _NO_IDS
+        if not feasible_idx.size:
+            if policy.best_effort and hard.any():
+                feasible_idx, best_effort = hard.nonzero()[0], True
+            else:
+                if cost is None or latency is None:
+                    cost, latency = estimate_arrays(table, features, live, sticky)
+                raise _no_feasible(
+                    table,
+                    features,
+                    policy,
+                    q_arr.tolist(),
+                    cost.tolist(),
+                    latency.tolist(),
+                    unavailable,
+                )
+        neg_q = -q_arr[feasible_idx]
     # Highest utility first; among exact ties the higher quality first (so raising the floor
     # can never pick a lower quality), then catalog order.
-    order_arr = feasible_idx[np.lexsort((-q_arr[feasible_idx], -utility[feasible_idx]))]
+    n_feasible = len(feasible_idx)
+    everyone = n_feasible == len(table)  # common with low floors: no gathers needed
+    u_feasible = utility if everyone else utility[feasible_idx]
+    ranked = np.lexsort((neg_q, -u_feasible))
+    order_arr = ranked if everyone else feasible_idx[ranked]
     order: list[int] = order_arr.tolist()
-    u: list[float] = utility[order_arr].tolist()
-    n_feasible = len(order)
+    u: list[float] = u_feasible[ranked].tolist()
 
     # q, c, l of the walked positions, computed on demand in plain floats.
-    q_all = q_arr.tolist() if n_feasible > 8 else None
     p_in, p_out = table.price_input_list, table.price_output_list
     qs: list[float | None] = [None] * n_feasible
     cs: list[float] = [0.0] * n_feasible
@@ -293,10 +327,10 @@ def plan_route(
 
     def fill(k: int) -> None:
         i = order[k]
-        qs[k] = q_all[i] if q_all is not None else float(q_arr[i])
+        qs[k] = q_arr.item(i)
         c = p_in[i] * n_in + p_out[i] * n_out
         cs[k] = c - saving if i == sticky_i else c
-        ls[k] = float(matrix[i, 2]) + n_out * float(matrix[i, 3])
+        ls[k] = matrix.item(i, 2) + n_out * matrix.item(i, 3)
 
     def dominator(k: int) -> int | None:
         # Dominators have a utility >= (up to rounding): those before k, or tied after it.
@@ -335,10 +369,16 @@ def plan_route(
         taken = {chosen}
         same = table.deployments_of(deployments[order[chosen]].model.name)
         if len(same) > 1:
-            for k in range(n_feasible):
+            # Plan positions of the model's feasible deployments, ascending (list.index is a
+            # C-speed scan; when everyone is feasible, every one of them is in the order).
+            if everyone:
+                positions = sorted(map(order.index, same))
+            else:
+                positions = [k for k, i in enumerate(order) if i in same]
+            for k in positions:
                 if len(entries) >= limit:
                     break
-                if k not in taken and order[k] in same:
+                if k not in taken:
                     entries.append(entry(k, SAME_MODEL))
                     taken.add(k)
         tail: list[int] = []

@@ -59,6 +59,27 @@ def heuristic_floor(rules: Sequence[FloorRule], features: Features) -> tuple[flo
     return 0.0, "heuristic: no rule matched"
 
 
+def quality_floor(
+    policy: Policy,
+    features: Features,
+    rules: Sequence[FloorRule],
+    overrides: Overrides = NO_OVERRIDES,
+    *,
+    pinned_model: str | None = None,
+) -> tuple[float, str]:
+    """The request's quality floor and where it comes from (``ResolvedPolicy.floor_source``):
+    the override, none for a pinned model, the heuristic rules, or the policy's number."""
+    if overrides.quality_floor is not None:
+        return overrides.quality_floor, "override"
+    if pinned_model is not None:
+        return 0.0, "none: model pinned"
+    if policy.quality_floor == "heuristic":
+        return heuristic_floor(rules, features)
+    if isinstance(policy.quality_floor, int | float):
+        return float(policy.quality_floor), "policy"
+    return 0.0, "none"
+
+
 def resolve_policy(
     policy: Policy,
     features: Features,
@@ -77,17 +98,9 @@ def resolve_policy(
     ``allowed_models`` (the caller's API key) narrows the policy's models.
     """
     used: list[str] = []
+    floor, source = quality_floor(policy, features, rules, overrides, pinned_model=pinned_model)
     if overrides.quality_floor is not None:
-        floor, source = overrides.quality_floor, "override"
         used.append("quality_floor")
-    elif pinned_model is not None:
-        floor, source = 0.0, "none: model pinned"
-    elif policy.quality_floor == "heuristic":
-        floor, source = heuristic_floor(rules, features)
-    elif isinstance(policy.quality_floor, int | float):
-        floor, source = float(policy.quality_floor), "policy"
-    else:
-        floor, source = 0.0, "none"
     lambda_cost = policy.lambda_cost
     if overrides.lambda_cost is not None:
         lambda_cost = overrides.lambda_cost

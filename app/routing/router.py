@@ -30,7 +30,7 @@ from app.routing.live import LiveEstimates, OutputPriors
 from app.routing.overrides import NO_OVERRIDES, Overrides, parse_overrides
 from app.routing.plan import RoutePlan
 from app.routing.planner import LiveView, plan_route
-from app.routing.policy import ResolvedPolicy, resolve_policy
+from app.routing.policy import ResolvedPolicy, quality_floor, resolve_policy
 from app.routing.quality import QualityEstimator
 from app.routing.sticky import Sticky
 from app.routing.table import CatalogTable
@@ -49,6 +49,9 @@ PINNED_POLICY = Policy(
     models=None,
 )
 _EMPTY: frozenset[str] = frozenset()
+# Bound on memoised resolved policies (budget factors vary continuously): a full memo is
+# dropped and refilled, so memory stays flat.
+MAX_RESOLVED = 1024
 
 
 class Router:
@@ -62,6 +65,8 @@ class Router:
         self.health: Callable[[], Collection[str]] | None = None
         self._table = CatalogTable(catalog)
         self.live.bind(self._table)
+        self._resolved: dict[tuple[object, ...], ResolvedPolicy] = {}
+        self._live_view = LiveView(self.live.matrix)
 
     # -- catalog ----------------------------------------------------------------------------
     @property
@@ -75,6 +80,8 @@ class Router:
         self.live.configure(cfg.ewma_alpha, cfg.prior_weight, cfg.queue_capacity)
         self.live.bind(table)
         self.priors.configure(cfg.output_tokens_prior)
+        self._resolved = {}
+        self._live_view = LiveView(self.live.matrix)
         self._table = table
 
     def table_for(self, catalog: Catalog) -> CatalogTable:
@@ -117,15 +124,35 @@ class Router:
             pinned = self._model(catalog, model)
             default = catalog.default_policy
             policy = catalog.policies[default] if default else PINNED_POLICY
-        return resolve_policy(
-            policy,
-            features,
-            catalog.routing.floor_rules,
-            overrides,
-            pinned_model=pinned,
-            budget_factor=budget_factor,
-            allowed_models=allowed_models,
-        )
+        rules = catalog.routing.floor_rules
+        if overrides is not NO_OVERRIDES or catalog is not self._table.catalog:
+            return resolve_policy(
+                policy,
+                features,
+                rules,
+                overrides,
+                pinned_model=pinned,
+                budget_factor=budget_factor,
+                allowed_models=allowed_models,
+            )
+        # Without overrides the features only matter through the floor, so the resolved
+        # numbers are shared by every request with the same key (memoised per catalog).
+        floor_and_source = quality_floor(policy, features, rules, pinned_model=pinned)
+        key = (id(policy), floor_and_source, pinned, budget_factor, allowed_models)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = resolve_policy(
+                policy,
+                features,
+                rules,
+                pinned_model=pinned,
+                budget_factor=budget_factor,
+                allowed_models=allowed_models,
+            )
+            if len(self._resolved) >= MAX_RESOLVED:
+                self._resolved.clear()
+            self._resolved[key] = resolved
+        return resolved
 
     @staticmethod
     def _model(catalog: Catalog, model: str) -> str:
@@ -165,7 +192,11 @@ class Router:
                 "your key's models directly, or ask the admin to widen the key",
                 param="model",
             )
-        live = LiveView(self.live.matrix) if table is self.live.table else None
+        live: LiveView | None = None
+        if table is self.live.table:
+            live = self._live_view
+            if live.matrix is not self.live.matrix:  # the estimates were rebound
+                live = self._live_view = LiveView(self.live.matrix)
         if unavailable is None:
             unavailable = self.health() if self.health is not None else _EMPTY
         quality = self.quality

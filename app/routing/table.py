@@ -7,8 +7,10 @@ model masks. Everything that does not depend on the request is computed here.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from itertools import combinations
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +20,11 @@ from app.catalog.spec import CATEGORIES
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp]
 CAPABILITIES = ("tools", "vision", "json", "logprobs")
+# Bound on memoised feasible sets per table: keys include client-chosen floors, so a cap keeps
+# memory flat whatever the requests; a full cache is simply dropped and refilled.
+MAX_FEASIBLE_SETS: Final = 4096
 
 
 class CatalogTable:
@@ -48,6 +54,8 @@ class CatalogTable:
         "price_output_list",
         "price_cached_list",
         "_hard",
+        "_windows",
+        "_feasible",
     )
 
     def __init__(self, catalog: Catalog) -> None:
@@ -90,6 +98,13 @@ class CatalogTable:
         self.price_output_list: list[float] = self.price_output.tolist()
         self.price_cached_list: list[float] = self.price_cached_input.tolist()
         self._hard: dict[tuple[frozenset[str], frozenset[str] | None], BoolArray] = {}
+        # Distinct context windows, ascending: which deployments hold N tokens depends only on
+        # the smallest window >= N, so the feasible-set memo is keyed by that window's rank.
+        self._windows: list[float] = sorted(set(self.context_window.tolist()))
+        self._feasible: dict[
+            tuple[frozenset[str], frozenset[str] | None, str, float, int],
+            tuple[IntArray, FloatArray],
+        ] = {}
 
     def __len__(self) -> int:
         return len(self.deployments)
@@ -132,6 +147,39 @@ class CatalogTable:
             mask = self.capability_mask(needs) & self.model_mask(models)
             self._hard[key] = mask
         return mask
+
+    def feasible(
+        self,
+        needs: frozenset[str],
+        models: frozenset[str] | None,
+        category: str,
+        quality_floor: float,
+        required_context: int,
+    ) -> tuple[IntArray, FloatArray]:
+        """Deployments that pass the request-independent constraints — model, capabilities,
+        context window (``>= required_context``) and ``quality_for(category) >= quality_floor``
+        — as ascending indexes, with minus their quality (the planner's tie-break sort key).
+
+        Memoised per (needs, models, category, floor, context-window rank): a routing decision
+        pays one dict look-up for what would be five array operations.
+        """
+        rank = bisect_left(self._windows, required_context)
+        key = (needs, models, category, quality_floor, rank)
+        hit = self._feasible.get(key)
+        if hit is not None:
+            return hit
+        quality = self.quality_for(category)
+        mask = (
+            self.static_mask(needs, models)
+            & (self.context_window >= required_context)
+            & (quality >= quality_floor)
+        )
+        idx = mask.nonzero()[0]
+        hit = (idx, -quality[idx])
+        if len(self._feasible) >= MAX_FEASIBLE_SETS:
+            self._feasible.clear()
+        self._feasible[key] = hit
+        return hit
 
     def deployments_of(self, model: str) -> tuple[int, ...]:
         """Indexes of a model's deployments."""
