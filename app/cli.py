@@ -53,18 +53,29 @@ def _run_uvicorn(args: argparse.Namespace) -> None:
 
     from app.api.server import HardenedHttpToolsProtocol
 
-    uvicorn.run(
-        "app.main:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http=HardenedHttpToolsProtocol,  # header size limit and header deadline
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=args.graceful_timeout,
-    )
+    options = {
+        "app": "app.main:app_from_env",
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "loop": "uvloop",
+        "http": HardenedHttpToolsProtocol,  # header size limit and header deadline
+        "log_level": args.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": args.graceful_timeout,
+    }
+    if args.workers <= 1:
+        uvicorn.run(**options)
+        return
+    from app.telemetry.logging import configure_logging
+    from app.workers import Supervisor
+
+    configure_logging(os.environ.get("PARETO_LOG_LEVEL", "info"))
+    try:
+        Supervisor(options, args.workers).run()  # one SO_REUSEPORT socket per worker
+    except OSError as exc:
+        print(f"pareto: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(1) from exc
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
