@@ -8,7 +8,8 @@ The upstream is `pareto simulate --instant` (TTFT 0, no decode sleeps) in its ow
 the load generator (tests/benchmarks/loadgen.py) is a third process whose CPU is reported.
 Reports medians (and min–max spread over repeats) of: added latency p50/p99 (via − direct),
 added TTFT p50/p99 for streams, throughput via/direct, gateway CPU ms per request, and RSS.
-Loopback only; every phase is bounded in requests and seconds.
+Loopback only; every phase is bounded in requests and seconds. With --features full the
+gateway logs every request (info, the production default); minimal turns request lines off.
 """
 
 from __future__ import annotations
@@ -214,7 +215,10 @@ def main() -> None:
     config = bench_config(upstream, args.features, redis_url)
     cfg_path = tmp / "bench.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    env = {"PARETO_LOG_LEVEL": "warning", "PARETO_WATCH_CONFIG": "false"}
+    # Full features log every request (info, the production default) to the log file;
+    # minimal turns request lines off.
+    level = "info" if args.features == "full" else "warning"
+    env = {"PARETO_LOG_LEVEL": level, "PARETO_WATCH_CONFIG": "false"}
     if args.features == "full":
         env["PARETO_REDIS_URL"] = redis_url
     gw = start(
