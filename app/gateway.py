@@ -41,7 +41,6 @@ from app.sessions import SessionLookup, Sessions, session_route
 from app.settings import Settings
 from app.telemetry.metrics import Metrics
 from app.telemetry.record import Record
-from app.telemetry.timing import ClientStream, UpstreamStream
 from app.tokens import content_text, estimate_messages_tokens, estimate_tokens
 
 GATEWAY_KEYS = ("pareto",)
@@ -459,18 +458,7 @@ class Gateway:
         headers = self._headers(ctx, plan, opened.entry)
         return ChatResult(
             headers=headers,
-            stream=ClientStream(
-                ctx.record,
-                self._relay(
-                    plan,
-                    opened.entry,
-                    body,
-                    UpstreamStream(ctx.record, opened.rest),
-                    opened.head,
-                    ttft,
-                    ctx,
-                ),
-            ),
+            stream=self._relay(plan, opened.entry, body, opened.rest, opened.head, ttft, ctx),
         )
 
     async def _relay(
@@ -478,34 +466,54 @@ class Gateway:
         plan: RoutePlan,
         entry: PlanEntry,
         body: dict[str, Any],
-        source: UpstreamStream[StreamChunk],
+        source: AsyncIterator[StreamChunk],
         head: list[StreamChunk],
         ttft_s: float,
         ctx: RequestContext,
     ) -> AsyncIterator[bytes]:
-        """Pass chunks through; end with [DONE], or with an SSE error event on failure."""
+        """Pass chunks through; end with [DONE], or with an SSE error event on failure.
+
+        It also splits the stream's time (:mod:`app.telemetry.timing`): waits on ``source``
+        go to ``record.upstream_ms``; the time between handing bytes out and being asked for
+        more (the server writing them, the client reading) to ``record.client_wait_ms``.
+        """
         options = body.get("stream_options")
         want_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         usage: Usage | None = None
         out_chars = 0
         rec = ctx.record
+        clock = time.perf_counter
         finished = False
         try:
+            parts: list[bytes] = []
             for chunk in head:
                 if chunk.usage is not None:
                     usage = chunk.usage
-                if chunk.usage_only and not want_usage:
-                    continue
-                yield b"data: " + chunk.data + b"\n\n"
+                out_chars += chunk.content_bytes
+                if not (chunk.usage_only and not want_usage):
+                    parts.append(chunk.data)
+            if parts:
+                handed = clock()
+                yield b"".join(parts)
+                rec.client_wait_ms += (clock() - handed) * 1000
+            pull = source.__anext__
             try:
-                async for chunk in source:
+                while True:
+                    waited = clock()
+                    try:
+                        chunk = await pull()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        handed = clock()
+                        rec.upstream_ms += (handed - waited) * 1000
                     if chunk.usage is not None:
                         usage = chunk.usage
+                    out_chars += chunk.content_bytes
                     if chunk.usage_only and not want_usage:
                         continue
-                    if chunk.content and usage is None:
-                        out_chars += len(chunk.data)
-                    yield b"data: " + chunk.data + b"\n\n"
+                    yield chunk.data
+                    rec.client_wait_ms += (clock() - handed) * 1000
             except UpstreamError as exc:
                 rec.status = exc.status
                 rec.user_visible_error = exc.fallback_reason
@@ -540,7 +548,9 @@ class Gateway:
                         )
                         + b"\n\n"
                     )
+            handed = clock()
             yield _SSE_DONE
+            rec.client_wait_ms += (clock() - handed) * 1000
             finished = True
         finally:
             # Record first: on a disconnect this runs in a cancelled task, and the await

@@ -248,14 +248,14 @@ class StreamTranslator:
                 text = delta.get("text")
                 if not text:
                     return None
-                return StreamChunk(data=self._delta({"content": text}), content=True)
+                return StreamChunk.event(self._delta({"content": text}), content=True)
             if dtype == "input_json_delta":
                 index = self._tool_index.get(_block_index(event))
                 partial = delta.get("partial_json")
                 if index is None or not partial:
                     return None
                 call = {"index": index, "function": {"arguments": partial}}
-                return StreamChunk(data=self._delta({"tool_calls": [call]}), content=True)
+                return StreamChunk.event(self._delta({"tool_calls": [call]}), content=True)
             return None  # thinking_delta, signature_delta, citations_delta
         if kind == "content_block_start":
             return self._block_start(event)
@@ -268,7 +268,7 @@ class StreamTranslator:
                 start = usage_from_anthropic(message.get("usage"))
                 if start is not None:
                     self._usage = start
-            return StreamChunk(data=self._delta({"role": "assistant", "content": ""}))
+            return StreamChunk.event(self._delta({"role": "assistant", "content": ""}))
         if kind == "message_delta":
             self._merge_usage(event.get("usage"))
             delta = event.get("delta")
@@ -281,7 +281,7 @@ class StreamTranslator:
                 + orjson.dumps(reason)
                 + b"}]}"
             )
-            return StreamChunk(data=data, finish_reason=reason)
+            return StreamChunk.event(data, finish_reason=reason)
         if kind == "message_stop":
             self.stopped = True
             usage = self.usage
@@ -295,7 +295,7 @@ class StreamTranslator:
                     "usage": usage.to_openai(),
                 }
             )
-            return StreamChunk(data=data, usage=usage, usage_only=True)
+            return StreamChunk.event(data, usage=usage, usage_only=True)
         if kind == "error":
             raise stream_error(self._deployment, event)
         return None  # ping, content_block_stop, and event types added to the API later
@@ -305,7 +305,7 @@ class StreamTranslator:
         if not isinstance(block, Mapping):
             return None
         if block.get("type") == "text" and block.get("text"):
-            return StreamChunk(data=self._delta({"content": block["text"]}), content=True)
+            return StreamChunk.event(self._delta({"content": block["text"]}), content=True)
         if block.get("type") != "tool_use":
             return None
         index = len(self._tool_index)
@@ -316,4 +316,4 @@ class StreamTranslator:
             "type": "function",
             "function": {"name": block.get("name"), "arguments": ""},
         }
-        return StreamChunk(data=self._delta({"tool_calls": [call]}), content=True)
+        return StreamChunk.event(self._delta({"tool_calls": [call]}), content=True)

@@ -84,11 +84,17 @@ class Completion:
 
 @dataclass(slots=True)
 class StreamChunk:
-    """One OpenAI ``chat.completion.chunk``, already serialised.
+    """A piece of an OpenAI ``chat.completion.chunk`` stream, framed for the client.
 
-    ``content`` is true when the chunk carries generated text or a tool-call delta (the
-    first such chunk is the first token). ``usage_only`` marks the usage-bearing chunk with
-    no choices, which is hidden from clients that did not ask for usage.
+    ``data`` is one or more complete SSE events (``data: …\\n\\n``) that the gateway writes
+    unchanged: the OpenAI-compatible adapter yields everything one network read completed as
+    one chunk, so the relay costs one step per read, not per token. ``content`` is true when
+    any of its events carries generated text or a tool-call delta (the first such chunk holds
+    the first token: failover stops being possible there). ``usage`` is read from the event
+    that reports it; ``usage_only`` marks a chunk holding just the usage event with no choices
+    (adapters keep it a chunk of its own), hidden from clients that did not ask for usage.
+    ``content_bytes`` is the size of the content events' payloads, from which the gateway
+    counts output tokens itself when the upstream reports no usage.
     """
 
     data: bytes
@@ -96,6 +102,27 @@ class StreamChunk:
     usage: Usage | None = None
     usage_only: bool = False
     finish_reason: str | None = None
+    content_bytes: int = 0
+
+    @classmethod
+    def event(
+        cls,
+        payload: bytes,
+        *,
+        content: bool = False,
+        usage: Usage | None = None,
+        usage_only: bool = False,
+        finish_reason: str | None = None,
+    ) -> StreamChunk:
+        """One event's JSON ``payload`` as a framed chunk (adapters that translate events)."""
+        return cls(
+            b"data: " + payload + b"\n\n",
+            content,
+            usage,
+            usage_only,
+            finish_reason,
+            len(payload) if content else 0,
+        )
 
 
 class Provider(Protocol):

@@ -2,8 +2,9 @@
 
 The client's body is forwarded untouched except for ``model`` (the deployment's upstream
 name) and, for streams, ``stream_options.include_usage`` (so the gateway always learns the
-usage; the usage chunk is hidden from clients that did not ask for it). Stream chunks are
-passed through as the upstream's bytes; only the few chunks the gateway must read are parsed.
+usage; the usage chunk is hidden from clients that did not ask for it). Streams are passed
+through as the upstream's bytes, one chunk per network read; only the few events the gateway
+must read are parsed (:mod:`app.providers.openai_stream`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from app.errors import (
     UpstreamConnectionError,
     UpstreamError,
     UpstreamInvalidResponseError,
-    UpstreamServerError,
     UpstreamTimeoutError,
 )
 from app.providers.base import (
@@ -28,7 +28,6 @@ from app.providers.base import (
     UpstreamCall,
     Usage,
     error_from_status,
-    upstream_message,
 )
 from app.providers.http import (
     HTTPBackend,
@@ -37,8 +36,7 @@ from app.providers.http import (
     TransportTimeout,
     as_backend,
 )
-
-_DONE = b"[DONE]"
+from app.providers.openai_stream import ChunkReader
 
 
 def upstream_headers(call: UpstreamCall) -> dict[str, str]:
@@ -164,7 +162,7 @@ class OpenAICompatProvider:
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamChunk]:
         dep = call.deployment
-        started = False
+        reader: ChunkReader | None = None
         try:
             async with self._http.stream(
                 f"{dep.base_url}/chat/completions",
@@ -179,71 +177,21 @@ class OpenAICompatProvider:
                         redact_key(await response.read(), dep.api_key),
                         response.headers.get("retry-after"),
                     )
-                buffer = b""
-                done = False
+                reader = ChunkReader(dep.id)
                 async for raw in response.chunks():
-                    buffer += raw
-                    while True:
-                        cut = buffer.find(b"\n\n")
-                        if cut < 0:
-                            break
-                        event, buffer = buffer[:cut], buffer[cut + 2 :]
-                        for line in event.replace(b"\r", b"").split(b"\n"):
-                            if not line.startswith(b"data:"):
-                                continue
-                            payload = line[5:].strip()
-                            if payload == _DONE:
-                                done = True
-                                break
-                            chunk = self._chunk(payload, dep.id, first=not started)
-                            if chunk.content:
-                                started = True
-                            yield chunk
-                        if done:
-                            break
-                    if done:
+                    for chunk in reader.feed(raw):
+                        yield chunk
+                    if reader.error is not None:
+                        raise reader.error
+                    if reader.done:
                         break
-                if not done:
+                if not reader.done:
                     raise UpstreamConnectionError(
                         f"deployment {dep.id} ended the stream without [DONE]", deployment=dep.id
                     )
         except TransportError as exc:
+            started = reader is not None and reader.started
             raise map_transport_error(exc, dep.id, started=started) from exc
-
-    def _chunk(self, payload: bytes, deployment: str, *, first: bool) -> StreamChunk:
-        """Read only what the gateway needs from a chunk; keep its bytes for the client."""
-        if payload.startswith(b'{"error"'):
-            raise UpstreamServerError(
-                f"deployment {deployment} sent an error mid-stream: {upstream_message(payload)}",
-                deployment=deployment,
-            )
-        has_usage = b'"usage":{' in payload
-        has_finish = b'"finish_reason":"' in payload
-        if not (first or has_usage or has_finish):
-            return StreamChunk(data=payload, content=True)
-        try:
-            data: Any = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamInvalidResponseError(
-                f"deployment {deployment} sent a stream chunk that is not JSON",
-                deployment=deployment,
-            ) from exc
-        choices = data.get("choices") or [] if isinstance(data, dict) else []
-        content = False
-        finish = None
-        for choice in choices:
-            delta = choice.get("delta") or {}
-            if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
-                content = True
-            finish = choice.get("finish_reason") or finish
-        usage = Usage.from_openai(data.get("usage")) if has_usage else None
-        return StreamChunk(
-            data=payload,
-            content=content,
-            usage=usage,
-            usage_only=usage is not None and not choices,
-            finish_reason=finish,
-        )
 
     async def aclose(self) -> None:
         """The shared backend is closed by its owner (the app's lifespan)."""

@@ -599,8 +599,8 @@ class SimulatedProvider:
                 await _sleep_until(start + ttft + emitted / profile.decode_tps)
             if is_content:
                 emitted += 1
-            yield StreamChunk(data=data, content=is_content, finish_reason=finish)
-        yield StreamChunk(data=usage_chunk, usage=usage, usage_only=True)
+            yield StreamChunk.event(data, content=is_content, finish_reason=finish)
+        yield StreamChunk.event(usage_chunk, usage=usage, usage_only=True)
 
     async def aclose(self) -> None:
         self._llms.clear()

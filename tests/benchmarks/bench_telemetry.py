@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -121,39 +120,12 @@ def emit_cost(n: int) -> None:
     )
 
 
-def wrapper_cost(n: int) -> None:
-    """Per-chunk cost of the stream timers (UpstreamStream + ClientStream) on a stream."""
-    import asyncio
-
-    from app.telemetry.timing import ClientStream, UpstreamStream
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(n):
-            yield b"data: {}"
-
-    async def drain(source: AsyncIterator[bytes]) -> float:
-        start = time.perf_counter()
-        async for _ in source:
-            pass
-        return time.perf_counter() - start
-
-    async def both() -> tuple[float, float]:
-        raw = await drain(chunks())
-        rec = Record(request_id="bench")
-        timed = await drain(ClientStream(rec, UpstreamStream(rec, chunks())))
-        return raw, timed
-
-    raw, timed = min(asyncio.run(both()) for _ in range(3))
-    print(f"stream timers per chunk: {(timed - raw) / n * 1e6:.2f} us ({n} chunks)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000, help="per gateway and mode")
     parser.add_argument("--records", type=int, default=20000)
     args = parser.parse_args()
     emit_cost(args.records)
-    wrapper_cost(200_000)
     end_to_end(args.requests)
 
 

@@ -526,17 +526,20 @@ async def stream_chunks(dep, content: Any, status: int = 200, headers=None, **bo
     return chunks
 
 
+def event(c) -> dict[str, Any]:
+    """The one SSE event a translated chunk holds, framed for the client."""
+    assert c.data.startswith(b"data: ") and c.data.endswith(b"\n\n")
+    assert c.data.count(b"\n") == 2
+    return orjson.loads(c.data[6:-2])
+
+
 def deltas(chunks) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(c.data)["choices"][0]["delta"]
-        for c in chunks
-        if orjson.loads(c.data)["choices"]
-    ]
+    return [event(c)["choices"][0]["delta"] for c in chunks if event(c)["choices"]]
 
 
 async def test_text_stream_chunk_by_chunk(deployment) -> None:
     chunks = await stream_chunks(deployment, wire("stream_text.sse"))
-    parsed = [orjson.loads(c.data) for c in chunks]
+    parsed = [event(c) for c in chunks]
     assert all(p["object"] == "chat.completion.chunk" for p in parsed)
     assert {p["id"] for p in parsed} == {"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY"}
     assert {p["model"] for p in parsed} == {"claude-sonnet-4-6"}
