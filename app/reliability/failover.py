@@ -12,8 +12,9 @@ plan, or one cascade tier) and try them in order:
   larger; a client-fault 400 is returned as is, never retried;
 * an open circuit breaker skips its deployment (``circuit_open``) without an upstream call;
 * for streams, failover is possible until the first content chunk: the head is buffered, then
-  the rest is relayed through :meth:`Failover.relay`, which enforces the total timeout and
-  reports the stream's verdict to the breaker when it ends.
+  the rest is relayed through :meth:`Failover.relay`, which enforces the total timeout (one
+  timer per stream, :mod:`app.reliability.deadline`) and reports the stream's verdict to the
+  breaker when it ends.
 
 Every error was classified at the provider edge; the walk only reads ``fallback_reason``,
 ``retryable``, ``retry_same`` and ``retry_after``.
@@ -39,6 +40,7 @@ from app.errors import (
 from app.providers import ProviderRegistry
 from app.providers.base import Completion, StreamChunk, UpstreamCall
 from app.reliability.clock import Clock, MonotonicClock
+from app.reliability.deadline import StreamDeadline
 from app.reliability.limits import (
     AttemptLimits,
     Defaults,
@@ -324,11 +326,13 @@ class Failover:
         dep = entry.deployment.id
         verdict: UpstreamError | bool | None = None  # True ok, error failed, None no verdict
         output_tokens = head_usage
+        # One timer for the whole stream, not one per chunk (app/reliability/deadline.py).
+        cut = StreamDeadline(deadline - self._clock.now())
+        pull = source.__anext__
         try:
             while True:
                 try:
-                    async with asyncio.timeout(deadline - self._clock.now()):
-                        chunk = await anext(source)
+                    chunk = await cut.wait(pull())
                 except StopAsyncIteration:
                     verdict = True
                     return
@@ -342,6 +346,7 @@ class Failover:
                     output_tokens = chunk.usage.completion_tokens
                 yield chunk
         finally:
+            cut.close()
             if self.monitor is not None and started is not None:
                 self.monitor.attempt_finished(
                     dep,
