@@ -19,8 +19,7 @@ size / 4 of the tool definitions. Its error against a real tokenizer is stated i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -48,12 +47,19 @@ _PUNCT: Final = str.maketrans({c: " " for c in _PUNCT_CHARS})
 # several times faster than ``str.translate``'s per-character dict look-ups.
 _PUNCT_ASCII: Final = bytes.maketrans(_PUNCT_CHARS.encode(), b" " * len(_PUNCT_CHARS))
 _CJK_LANGS: Final = frozenset({"zh", "ja", "ko"})
+_STOPWORD_LANGS: Final = tuple(STOPWORDS)
+_STOPWORD_SETS: Final = tuple(STOPWORDS.values())
+_CUE_WORDS: Final = frozenset(WORD_CATEGORIES)  # words that point to a category
 _IMAGE_TYPES: Final = frozenset({"image_url", "input_image", "image"})
 
 
-@dataclass(frozen=True, slots=True)
-class Features:
-    """What the router knows about one request (all derived from the body alone)."""
+class Features(NamedTuple):
+    """What the router knows about one request (all derived from the body alone).
+
+    Immutable like the other routing records, but a named tuple rather than a frozen
+    dataclass: one is built per request, and a frozen dataclass's ``__init__`` sets each field
+    through ``object.__setattr__`` (about four times the cost of building the tuple).
+    """
 
     input_tokens: int
     output_tokens: int
@@ -144,12 +150,10 @@ def _language(window: str, words: frozenset[str]) -> str:
         script = _script_language(window[:400])
         if script is not None:
             return script
-    best, best_hits = "und", 0
-    for lang, stop in STOPWORDS.items():
-        hits = len(stop & words)
-        if hits > best_hits:
-            best, best_hits = lang, hits
-    return best
+    # The language with the most stopwords in the window; the first listed wins a tie.
+    hits = [len(stop & words) for stop in _STOPWORD_SETS]
+    best = max(hits)
+    return _STOPWORD_LANGS[hits.index(best)] if best else "und"
 
 
 def expected_output_tokens(
@@ -181,13 +185,15 @@ def _requirements(body: Mapping[str, Any], images: int) -> frozenset[str]:
 
 def _category(words: frozenset[str], fences: int, math_marks: int) -> tuple[str, int]:
     scores: dict[str, float] = {}
-    for word in words:
-        for name, weight in WORD_CATEGORIES.get(word, ()):
+    for word in _CUE_WORDS & words:
+        for name, weight in WORD_CATEGORIES[word]:
             scores[name] = scores.get(name, 0.0) + weight
     if fences:
         scores["code"] = scores.get("code", 0.0) + 2.0
     if math_marks >= 2:
         scores["math"] = scores.get("math", 0.0) + 1.5
+    if not scores:  # no cue at all: plain chat
+        return "chat", 0
     best, best_score = "chat", 0.0
     for name in CATEGORY_ORDER:
         score = scores.get(name, 0.0)
@@ -221,8 +227,12 @@ def extract_features(
     for message in messages:
         if not isinstance(message, dict):
             continue
-        text, imgs = _text_of(message.get("content"))
-        images += imgs
+        content = message.get("content")
+        if isinstance(content, str):  # the common shape, without a call
+            text = content
+        else:
+            text, imgs = _text_of(content)
+            images += imgs
         size = len(text)
         chars += size
         n_in += MESSAGE_OVERHEAD_TOKENS + (size + 3) // 4
@@ -286,7 +296,7 @@ def extract_features(
     if hard:
         score += min(2.0, float(len(hard)))
         signals.append(f"hard_words:{len(hard)}")  # a count: features never carry prompt text
-    steps = sum(1 for phrase in MULTI_STEP_PHRASES if phrase in lowered)
+    steps = sum(map(lowered.__contains__, MULTI_STEP_PHRASES))  # how many phrases occur
     listed = (
         lowered.count("\n1.") + lowered.count("\n2.") + lowered.count("\n3.")
         if "\n1." in lowered

@@ -38,6 +38,7 @@ EXTRA_BODY_KEYS: Final[frozenset[str]] = frozenset(
     {"session_id", "session", "cascade", "tags", "user_id", "budget"}
 )
 POLICY_HEADER: Final = "x-pareto-policy"
+_HEADERS: Final = (POLICY_HEADER, *(header for header, *_ in _NUMERIC.values()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,8 @@ def _number(value: Any, where: str, low: float, inclusive: bool, high: float | N
 def parse_overrides(headers: Mapping[str, str], body: Mapping[str, Any]) -> Overrides:
     """Overrides from headers (case-insensitive mapping) and ``body["pareto"]``."""
     raw = body.get("pareto")
+    if raw is None and not any(map(headers.__contains__, _HEADERS)):
+        return NO_OVERRIDES  # the common case, decided without parsing
     extra: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
     if raw is not None and not isinstance(raw, dict):
         raise InvalidRequestError(

@@ -133,16 +133,17 @@ def _feasible(
     features: Features,
     policy: ResolvedPolicy,
     quality: FloatArray,
+    catalog_quality: bool,
     cost: FloatArray | None,
     latency: FloatArray | None,
     unavailable: Collection[str],
 ) -> tuple[IntArray, FloatArray]:
     """Indexes of the deployments that pass every constraint (ascending), and minus their
-    quality. Without ceilings or unhealthy deployments, and with the catalog's quality, that
-    is a memoised look-up (:meth:`CatalogTable.feasible`); otherwise the masks are built."""
-    category = features.category
+    quality. Without ceilings or unhealthy deployments, and with the catalog's quality
+    (``catalog_quality``), that is a memoised look-up (:meth:`CatalogTable.feasible`);
+    otherwise the masks are built."""
     if (
-        quality is table.quality_for(category)
+        catalog_quality
         and policy.max_cost_usd is None
         and policy.max_latency_s is None
         and not unavailable
@@ -150,9 +151,9 @@ def _feasible(
         return table.feasible(
             features.requirements,
             policy.models,
-            category,
+            features.category,
             policy.quality_floor,
-            features.required_context,
+            features.input_tokens + features.output_tokens,  # required_context
         )
     hard, soft = _masks(table, features, policy, quality, cost, latency, unavailable)
     idx = (hard & soft).nonzero()[0]
@@ -267,23 +268,22 @@ def plan_route(
     orders the feasible ones; costs and latencies are computed only for the deployments the
     plan walks through (the explain and error paths compute them all).
     """
-    q_arr = (
-        quality.estimate(table, features)
-        if quality is not None
-        else table.quality_for(features.category)
-    )
+    catalog_q = table.quality_for(features.category)
+    q_arr = catalog_q if quality is None else quality.estimate(table, features)
     n_in, n_out = features.input_tokens, features.output_tokens
     lc, ll = policy.lambda_cost, policy.lambda_latency
     matrix = table.matrix if live is None else live.matrix
     utility = q_arr - matrix.dot(np.array((lc * n_in, lc * n_out, ll, ll * n_out)))
-    sticky_i, saving = _sticky_saving(table, features, sticky)
+    sticky_i, saving = (-1, 0.0) if sticky is None else _sticky_saving(table, features, sticky)
     if sticky_i >= 0:
         utility[sticky_i] += lc * saving
     ceilings = policy.max_cost_usd is not None or policy.max_latency_s is not None
     cost = latency = None
     if ceilings or explain:
         cost, latency = estimate_arrays(table, features, live, sticky)
-    feasible_idx, neg_q = _feasible(table, features, policy, q_arr, cost, latency, unavailable)
+    feasible_idx, neg_q = _feasible(
+        table, features, policy, q_arr, q_arr is catalog_q, cost, latency, unavailable
+    )
     best_effort = False
     if not feasible_idx.size:
         hard, soft = _masks(table, features, policy, q_arr, cost, latency, _NO_IDS)
@@ -312,40 +312,36 @@ def plan_route(
     # Highest utility first; among exact ties the higher quality first (so raising the floor
     # can never pick a lower quality), then catalog order.
     n_feasible = len(feasible_idx)
-    everyone = n_feasible == len(table)  # common with low floors: no gathers needed
+    everyone = n_feasible == len(table.ids)  # common with low floors: no gathers needed
     u_feasible = utility if everyone else utility[feasible_idx]
     ranked = np.lexsort((neg_q, -u_feasible))
     order_arr = ranked if everyone else feasible_idx[ranked]
     order: list[int] = order_arr.tolist()
     u: list[float] = u_feasible[ranked].tolist()
 
-    # q, c, l of the walked positions, computed on demand in plain floats.
+    # q, c, l of the walked positions in plain floats, computed on first use.
     p_in, p_out = table.price_input_list, table.price_output_list
-    qs: list[float | None] = [None] * n_feasible
-    cs: list[float] = [0.0] * n_feasible
-    ls: list[float] = [0.0] * n_feasible
+    walked: dict[int, tuple[float, float, float]] = {}
 
-    def fill(k: int) -> None:
-        i = order[k]
-        qs[k] = q_arr.item(i)
-        c = p_in[i] * n_in + p_out[i] * n_out
-        cs[k] = c - saving if i == sticky_i else c
-        ls[k] = matrix.item(i, 2) + n_out * matrix.item(i, 3)
+    def numbers(k: int) -> tuple[float, float, float]:
+        got = walked.get(k)
+        if got is None:
+            i = order[k]
+            c = p_in[i] * n_in + p_out[i] * n_out
+            if i == sticky_i:
+                c -= saving
+            got = walked[k] = (q_arr.item(i), c, matrix.item(i, 2) + n_out * matrix.item(i, 3))
+        return got
 
     def dominator(k: int) -> int | None:
         # Dominators have a utility >= (up to rounding): those before k, or tied after it.
         uk = u[k]
         tol = 1e-9 * (1.0 + abs(uk))
-        if qs[k] is None:
-            fill(k)
+        qk, ck, lk = numbers(k)
         for j in range(n_feasible):
             if j > k and u[j] < uk - tol:
                 break
-            if j == k:
-                continue
-            if qs[j] is None:
-                fill(j)
-            if dominates(qs[j], cs[j], ls[j], qs[k], cs[k], ls[k]):  # type: ignore[arg-type]
+            if j != k and dominates(*numbers(j), qk, ck, lk):
                 return j
         return None
 
@@ -359,9 +355,8 @@ def plan_route(
         dominated.add(k)
 
     def entry(k: int, reason: str) -> PlanEntry:
-        if qs[k] is None:
-            fill(k)
-        return PlanEntry(deployments[order[k]], reason, cs[k], ls[k], u[k], qs[k])
+        q, c, lat = numbers(k)
+        return PlanEntry(deployments[order[k]], reason, c, lat, u[k], q)
 
     entries = [entry(chosen, BEST_EFFORT if best_effort else CHOSEN)]
     limit = 1 + policy.max_fallbacks

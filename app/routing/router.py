@@ -30,7 +30,7 @@ from app.routing.live import LiveEstimates, OutputPriors
 from app.routing.overrides import NO_OVERRIDES, Overrides, parse_overrides
 from app.routing.plan import RoutePlan
 from app.routing.planner import LiveView, plan_route
-from app.routing.policy import ResolvedPolicy, quality_floor, resolve_policy
+from app.routing.policy import ResolvedPolicy, resolve_policy
 from app.routing.quality import QualityEstimator
 from app.routing.sticky import Sticky
 from app.routing.table import CatalogTable
@@ -54,6 +54,10 @@ _EMPTY: frozenset[str] = frozenset()
 MAX_RESOLVED = 1024
 
 
+def _rules_read_tokens(catalog: Catalog) -> bool:
+    return any(rule.min_input_tokens is not None for rule in catalog.routing.floor_rules)
+
+
 class Router:
     """Routes requests against the current catalog; learns from finished attempts."""
 
@@ -66,6 +70,7 @@ class Router:
         self._table = CatalogTable(catalog)
         self.live.bind(self._table)
         self._resolved: dict[tuple[object, ...], ResolvedPolicy] = {}
+        self._rules_read_tokens = _rules_read_tokens(catalog)
         self._live_view = LiveView(self.live.matrix)
 
     # -- catalog ----------------------------------------------------------------------------
@@ -81,6 +86,7 @@ class Router:
         self.live.bind(table)
         self.priors.configure(cfg.output_tokens_prior)
         self._resolved = {}
+        self._rules_read_tokens = _rules_read_tokens(catalog)
         self._live_view = LiveView(self.live.matrix)
         self._table = table
 
@@ -135,10 +141,18 @@ class Router:
                 budget_factor=budget_factor,
                 allowed_models=allowed_models,
             )
-        # Without overrides the features only matter through the floor, so the resolved
+        # Without overrides the features only matter through the floor rules' inputs
+        # (category, difficulty, and input tokens when a rule reads them), so the resolved
         # numbers are shared by every request with the same key (memoised per catalog).
-        floor_and_source = quality_floor(policy, features, rules, pinned_model=pinned)
-        key = (id(policy), floor_and_source, pinned, budget_factor, allowed_models)
+        key = (
+            id(policy),
+            pinned,
+            budget_factor,
+            allowed_models,
+            features.category,
+            features.difficulty,
+            features.input_tokens if self._rules_read_tokens else None,
+        )
         resolved = self._resolved.get(key)
         if resolved is None:
             resolved = resolve_policy(
@@ -181,11 +195,13 @@ class Router:
         ``allowed_models``: the models the caller's API key may use (``None`` = any).
         """
         overrides = parse_overrides(headers, body)
-        features = self.features(body, input_tokens)
+        features = extract_features(body, self.priors.current, input_tokens)
         policy = self.resolve(
             catalog, str(body.get("model")), features, overrides, budget_factor, allowed_models
         )
-        table = self.table_for(catalog)
+        table = self._table
+        if table.catalog is not catalog:  # a request that began before a reload
+            table = CatalogTable(catalog)
         if allowed_models is not None and not table.model_mask(policy.models).any():
             raise PermissionDeniedError(
                 f"policy {policy.name!r} has no model that your API key may use; call one of "

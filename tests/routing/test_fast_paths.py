@@ -116,3 +116,21 @@ def test_rebinding_the_live_estimates_is_seen_by_the_next_decision(catalog: Cata
     second = router.route(catalog, body(), {"x-pareto-lambda-latency": "100"})
     assert second.primary.deployment.id != primary
     assert np.isclose(router.live.matrix[table.index[primary], 2], 60.0)
+
+
+def test_a_floor_rule_on_input_tokens_is_part_of_the_memo_key(
+    catalog: Catalog, tmp_path: Any
+) -> None:
+    text = (ROOT / "config" / "policies.yaml").read_text()
+    rules = "  quality_floor_rules:\n"
+    text = text.replace(rules, rules + "    - {min_input_tokens: 1000, floor: 57}\n")
+    (tmp_path / "policies.yaml").write_text(text)
+    (tmp_path / "catalog.yaml").write_text((ROOT / "config" / "catalog.yaml").read_text())
+    reloaded = load_catalog(tmp_path / "catalog.yaml", env=ENV)
+    router = Router(reloaded)
+    short = router.route(reloaded, body(), {}, input_tokens=999)
+    long = router.route(reloaded, body(), {}, input_tokens=1000)
+    again = router.route(reloaded, body(), {}, input_tokens=999)
+    assert short.resolved is not None and long.resolved is not None
+    assert (short.resolved.quality_floor, long.resolved.quality_floor) == (20, 57)
+    assert again.resolved is short.resolved
