@@ -14,6 +14,11 @@ to :class:`ChatEndpoint`, which does the same jobs inline and in the same order:
 A client that goes away is noticed while the gateway waits (one ``receive`` kept pending):
 the request's task is cancelled, so the upstream call is closed, and the record says 499.
 For non-streaming answers the budget is settled after the last byte is sent.
+
+A stream is written chunk by chunk as the gateway relays it (one chunk per upstream read,
+:mod:`app.providers.openai_stream`), in this task: no pump task or queue between the two, so a
+client that stops reading stops the upstream reads too (its socket's backpressure reaches the
+upstream's), and nothing is read ahead for a client that may be gone.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import structlog
 from starlette.types import Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from app.api.sse import coalesce
 from app.api.validation import parse_body, validate_chat
 from app.auth.middleware import auth_error_headers, authenticate_headers
 from app.errors import (
@@ -37,6 +41,7 @@ from app.errors import (
     error_body,
 )
 from app.gateway import Gateway, RequestContext, drop_prefetch
+from app.reliability import close_quietly
 from app.settings import Settings
 from app.telemetry.middleware import request_id_from
 from app.telemetry.record import Record
@@ -268,7 +273,7 @@ class ChatEndpoint:
                     "headers": _SSE + _raw(result.headers),
                 }
             )
-            async for chunk in coalesce(source):
+            async for chunk in source:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             watch.done()
             await send({"type": "http.response.body", "body": b""})
@@ -277,3 +282,7 @@ class ChatEndpoint:
                 raise
         finally:
             watch.done()
+            # A client gone while a write was pending leaves the stream suspended at a
+            # chunk: close it here (shielded), so the upstream is released and the budget
+            # settled now, not whenever the generator is collected.
+            await close_quietly(source)

@@ -1,0 +1,117 @@
+"""A streamed answer and its client, at the ASGI boundary: a client that stops reading holds
+the upstream back, and a client that goes away closes it and settles the key's budget."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from structlog.testing import capture_logs
+
+from app.auth.ledger import Periods
+from app.providers.base import Completion, Provider, StreamChunk, UpstreamCall
+from tests.auth.test_limits_api import KEY, MSG, keyed_client, keyed_config
+from tests.conftest import sim_deployment
+
+
+class Watched:
+    """The simulated provider, counting the chunks the gateway pulls and seeing it close."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner = inner
+        self.pulled = 0
+        self.closed = False
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        return await self.inner.complete(call)
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamChunk]:
+        try:
+            async for chunk in self.inner.stream(call):
+                self.pulled += 1
+                yield chunk
+        finally:
+            self.closed = True
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class StalledClient:
+    """Reads ``reads`` body messages, then stops reading (the server's writes block, as when
+    the socket buffer is full) until it goes away."""
+
+    def __init__(self, body: bytes, reads: int) -> None:
+        self._body: bytes | None = body
+        self._reads = reads
+        self.bodies: list[bytes] = []
+        self.stalled = asyncio.Event()
+        self.gone = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] != "http.response.body":
+            return
+        self.bodies.append(message.get("body", b""))
+        if len(self.bodies) >= self._reads:
+            self.stalled.set()
+            await self.gone.wait()
+
+
+def scope(body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"gateway"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"Bearer {KEY}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("gateway", 80),
+    }
+
+
+async def test_a_stalled_client_holds_the_upstream_back_and_leaving_closes_and_settles(
+    app_client,
+) -> None:
+    # 1000 tokens at 1000 tokens/s: the upstream would keep producing for a second.
+    slow = sim_deployment(price_in=0.1, price_out=0.2, realtime=True, ttft_s=0.001, decode_tps=1000)
+    slow["simulation"]["output_tokens"] = 1000
+    config = keyed_config({"small@sim": slow, "small@sim2": slow}, budget={"daily_usd": 1})
+    _, clock, app = await keyed_client(app_client, config)
+    registry = app.state.gateway.providers._by_kind
+    watched = registry["simulated"] = Watched(registry["simulated"])
+    body = orjson.dumps({"model": "small", "messages": MSG, "stream": True, "max_tokens": 1000})
+    client = StalledClient(body, reads=3)
+    with capture_logs() as logs:
+        served = asyncio.ensure_future(app(scope(body), client.receive, client.send))
+        await asyncio.wait_for(client.stalled.wait(), 5)
+        pulled = watched.pulled
+        await asyncio.sleep(0.2)  # 200 tokens' worth of upstream time
+        assert watched.pulled == pulled <= 5  # not read ahead while the client is stalled
+        assert not watched.closed
+        client.gone.set()
+        await asyncio.wait_for(served, 5)
+    assert watched.closed  # the upstream stream was closed when the client left
+    (record,) = [e for e in logs if e.get("event") == "request"]
+    assert record["status"] == 499 and record["client_disconnected"] is True
+    assert record["usage_counted_by_gateway"] is True and record["output_tokens"] >= 1
+    day, _ = await app.state.guard.ledger.spend("team", Periods.at(clock.now))
+    assert day.held == 0 and day.spent > 0  # the hold released, what was relayed charged
