@@ -27,7 +27,7 @@ floor and ceilings are dropped (hard requirements stay); otherwise
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -264,9 +264,11 @@ def plan_route(
     deployment. Raises :class:`NoFeasibleDeploymentError` when nothing can serve and the
     policy is not best effort.
 
-    Hot path: one mat-vec gives every utility, a few masks give feasibility, one argsort
-    orders the feasible ones; costs and latencies are computed only for the deployments the
-    plan walks through (the explain and error paths compute them all).
+    Hot path: one mat-vec gives every utility, a memoised look-up gives feasibility; when the
+    best deployment stands alone and its model fills the fallbacks, an argmax settles the plan
+    (:func:`_settled_by_the_best`), otherwise one sort orders the feasible ones for
+    :func:`_walk`. Costs and latencies are computed only for the deployments the plan walks
+    through (the explain and error paths compute them all).
     """
     catalog_q = table.quality_for(features.category)
     q_arr = catalog_q if quality is None else quality.estimate(table, features)
@@ -309,88 +311,34 @@ def plan_route(
                     unavailable,
                 )
         neg_q = -q_arr[feasible_idx]
-    # Highest utility first; among exact ties the higher quality first (so raising the floor
-    # can never pick a lower quality), then catalog order.
     n_feasible = len(feasible_idx)
     everyone = n_feasible == len(table.ids)  # common with low floors: no gathers needed
     u_feasible = utility if everyone else utility[feasible_idx]
-    ranked = np.lexsort((neg_q, -u_feasible))
-    order_arr = ranked if everyone else feasible_idx[ranked]
-    order: list[int] = order_arr.tolist()
-    u: list[float] = u_feasible[ranked].tolist()
+    limit = 1 + policy.max_fallbacks
+    q_list = table.quality_list(features.category) if q_arr is catalog_q else q_arr.tolist()
 
-    # q, c, l of the walked positions in plain floats, computed on first use.
+    # q, c, l of the planned and walked deployments in plain floats, computed on first use.
     p_in, p_out = table.price_input_list, table.price_output_list
-    walked: dict[int, tuple[float, float, float]] = {}
+    known: dict[int, tuple[float, float, float]] = {}
 
-    def numbers(k: int) -> tuple[float, float, float]:
-        got = walked.get(k)
+    def numbers(i: int) -> tuple[float, float, float]:
+        got = known.get(i)
         if got is None:
-            i = order[k]
             c = p_in[i] * n_in + p_out[i] * n_out
             if i == sticky_i:
                 c -= saving
-            got = walked[k] = (q_arr.item(i), c, matrix.item(i, 2) + n_out * matrix.item(i, 3))
+            got = known[i] = (q_list[i], c, matrix.item(i, 2) + n_out * matrix.item(i, 3))
         return got
 
-    def dominator(k: int) -> int | None:
-        # Dominators have a utility >= (up to rounding): those before k, or tied after it.
-        uk = u[k]
-        tol = 1e-9 * (1.0 + abs(uk))
-        qk, ck, lk = numbers(k)
-        for j in range(n_feasible):
-            if j > k and u[j] < uk - tol:
-                break
-            if j != k and dominates(*numbers(j), qk, ck, lk):
-                return j
-        return None
-
+    first = BEST_EFFORT if best_effort else CHOSEN
+    picks = _settled_by_the_best(table, utility, u_feasible, feasible_idx, q_list, limit, first)
+    if picks is None:
+        picks = _walk(table, u_feasible, feasible_idx, neg_q, limit, first, numbers)
     deployments = table.deployments
-    dominated: set[int] = set()
-    chosen = 0
-    for k in range(n_feasible):
-        if dominator(k) is None:
-            chosen = k
-            break
-        dominated.add(k)
-
-    def entry(k: int, reason: str) -> PlanEntry:
-        q, c, lat = numbers(k)
-        return PlanEntry(deployments[order[k]], reason, c, lat, u[k], q)
-
-    entries = [entry(chosen, BEST_EFFORT if best_effort else CHOSEN)]
-    limit = 1 + policy.max_fallbacks
-    if limit > 1:
-        taken = {chosen}
-        same = table.deployments_of(deployments[order[chosen]].model.name)
-        if len(same) > 1:
-            # Plan positions of the model's feasible deployments, ascending (list.index is a
-            # C-speed scan; when everyone is feasible, every one of them is in the order).
-            if everyone:
-                positions = sorted(map(order.index, same))
-            else:
-                positions = [k for k, i in enumerate(order) if i in same]
-            for k in positions:
-                if len(entries) >= limit:
-                    break
-                if k not in taken:
-                    entries.append(entry(k, SAME_MODEL))
-                    taken.add(k)
-        tail: list[int] = []
-        for k in range(n_feasible):
-            if len(entries) >= limit:
-                break
-            if k in taken:
-                continue
-            if k in dominated or dominator(k) is not None:
-                tail.append(k)
-                continue
-            entries.append(entry(k, NEXT_BEST))
-            taken.add(k)
-        for k in tail:
-            if len(entries) >= limit:
-                break
-            entries.append(entry(k, NEXT_BEST_DOMINATED))
+    entries = []
+    for i, reason in picks:
+        q, c, lat = numbers(i)
+        entries.append(PlanEntry(deployments[i], reason, c, lat, utility.item(i), q))
 
     plan = RoutePlan(
         entries=entries,
@@ -406,7 +354,7 @@ def plan_route(
         if cost is None or latency is None:
             cost, latency = estimate_arrays(table, features, live, sticky)
         feasible = np.zeros(len(table), dtype=np.bool_)
-        feasible[order_arr] = True
+        feasible[feasible_idx] = True
     if sticky is not None:
         assert cost is not None and latency is not None and feasible is not None
         plan.sticky = _sticky_outcome(
@@ -428,6 +376,118 @@ def plan_route(
             table, features, policy, q_arr, cost, latency, utility, feasible, plan, unavailable
         )
     return plan
+
+
+def _settled_by_the_best(
+    table: CatalogTable,
+    utility: FloatArray,
+    u_feasible: FloatArray,
+    feasible_idx: IntArray,
+    quality: list[float],
+    limit: int,
+    first: str,
+) -> list[tuple[int, str]] | None:
+    """The plan without sorting every feasible deployment, when that is already settled; else
+    None (then :func:`_walk` decides).
+
+    Settled means: the best utility stands alone (no other feasible deployment within the
+    rounding tolerance, so none can dominate it, see :mod:`app.routing.pareto`), and its
+    model's other feasible deployments fill every fallback slot. The plan is then the best one
+    and those, by falling utility (ties: higher quality, then catalog order) — exactly what
+    the walk gives, for the price of an argmax.
+    """
+    top = int(u_feasible.argmax())
+    best = u_feasible.item(top)
+    tol = 1e-9 * (1.0 + abs(best))
+    if best != best or np.count_nonzero(u_feasible >= best - tol) != 1:
+        return None  # NaN, or near-ties that need the dominance check
+    everyone = len(feasible_idx) == len(table.ids)
+    chosen = top if everyone else feasible_idx.item(top)
+    if limit == 1:
+        return [(chosen, first)]
+    same = [i for i in table.same_model[chosen] if i != chosen]
+    if same and not everyone:
+        members = set(feasible_idx.tolist())
+        same = [i for i in same if i in members]
+    if len(same) < limit - 1:
+        return None  # the walk goes on to other models
+    keyed = sorted((-utility.item(i), -quality[i], i) for i in same)
+    if any(key[0] != key[0] for key in keyed):
+        return None  # NaN: leave the order to the full sort
+    return [(chosen, first), *((i, SAME_MODEL) for _, _, i in keyed[: limit - 1])]
+
+
+def _walk(
+    table: CatalogTable,
+    u_feasible: FloatArray,
+    feasible_idx: IntArray,
+    neg_q: FloatArray,
+    limit: int,
+    first: str,
+    numbers: Callable[[int], tuple[float, float, float]],
+) -> list[tuple[int, str]]:
+    """The plan by walking every feasible deployment in order (see the module docstring):
+    highest utility first (among exact ties the higher quality first, so raising the floor can
+    never pick a lower quality, then catalog order); the first one nothing dominates; the same
+    model at other providers; the rest of the frontier; then dominated ones."""
+    everyone = len(feasible_idx) == len(table.ids)
+    ranked = np.lexsort((neg_q, -u_feasible))
+    order: list[int] = (ranked if everyone else feasible_idx[ranked]).tolist()
+    u: list[float] = u_feasible[ranked].tolist()
+    n_feasible = len(order)
+
+    def dominator(k: int) -> int | None:
+        # Dominators have a utility >= (up to rounding): those before k, or tied after it.
+        uk = u[k]
+        tol = 1e-9 * (1.0 + abs(uk))
+        qk, ck, lk = numbers(order[k])
+        for j in range(n_feasible):
+            if j > k and u[j] < uk - tol:
+                break
+            if j != k and dominates(*numbers(order[j]), qk, ck, lk):
+                return j
+        return None
+
+    dominated: set[int] = set()
+    chosen = 0
+    for k in range(n_feasible):
+        if dominator(k) is None:
+            chosen = k
+            break
+        dominated.add(k)
+    picks = [(order[chosen], first)]
+    if limit > 1:
+        taken = {chosen}
+        same = table.same_model[order[chosen]]
+        if len(same) > 1:
+            # Plan positions of the model's feasible deployments, ascending (list.index is a
+            # C-speed scan; when everyone is feasible, every one of them is in the order).
+            if everyone:
+                positions = sorted(map(order.index, same))
+            else:
+                positions = [k for k, i in enumerate(order) if i in same]
+            for k in positions:
+                if len(picks) >= limit:
+                    break
+                if k not in taken:
+                    picks.append((order[k], SAME_MODEL))
+                    taken.add(k)
+        tail: list[int] = []
+        for k in range(n_feasible):
+            if len(picks) >= limit:
+                break
+            if k in taken:
+                continue
+            if k in dominated or dominator(k) is not None:
+                tail.append(k)
+                continue
+            picks.append((order[k], NEXT_BEST))
+            taken.add(k)
+        for k in tail:
+            if len(picks) >= limit:
+                break
+            picks.append((order[k], NEXT_BEST_DOMINATED))
+    return picks
 
 
 def _sticky_outcome(

@@ -56,6 +56,8 @@ class CatalogTable:
         "_hard",
         "_windows",
         "_feasible",
+        "_quality_lists",
+        "same_model",
     )
 
     def __init__(self, catalog: Catalog) -> None:
@@ -76,6 +78,9 @@ class CatalogTable:
         self._quality: dict[str | None, FloatArray] = {None: _floats(d.model.quality for d in deps)}
         for category in CATEGORIES:
             self._quality[category] = _floats(d.model.quality_for(category) for d in deps)
+        self._quality_lists: dict[str | None, list[float]] = {
+            k: v.tolist() for k, v in self._quality.items()
+        }
         self._caps: dict[frozenset[str], BoolArray] = {}
         for r in range(len(CAPABILITIES) + 1):
             for combo in combinations(CAPABILITIES, r):
@@ -87,6 +92,10 @@ class CatalogTable:
         for i, d in enumerate(deps):
             self._by_model[d.model.name] = (*self._by_model.get(d.model.name, ()), i)
         self._models: dict[frozenset[str], BoolArray] = {}
+        # Per deployment: the indexes of its model's deployments (itself included).
+        self.same_model: tuple[tuple[int, ...], ...] = tuple(
+            self._by_model[d.model.name] for d in deps
+        )
         self.all_true: BoolArray = np.ones(len(deps), dtype=np.bool_)
         # Columns [p_in, p_out, ttft, 1/tps]: U = q - matrix @ [λc·n_in, λc·n_out, λl, λl·n_out]
         self.matrix: FloatArray = np.ascontiguousarray(
@@ -112,6 +121,10 @@ class CatalogTable:
     def quality_for(self, category: str | None) -> FloatArray:
         """Each deployment's model quality for a task category (overall when unknown)."""
         return self._quality.get(category, self._quality[None])
+
+    def quality_list(self, category: str | None) -> list[float]:
+        """:meth:`quality_for` as plain floats (for reading a few entries cheaply)."""
+        return self._quality_lists.get(category, self._quality_lists[None])
 
     def capability_mask(self, needs: frozenset[str]) -> BoolArray:
         """Deployments that have every capability in ``needs``."""

@@ -14,12 +14,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from app.catalog import load_catalog
 from app.catalog.model import Catalog
 from app.routing import Router
+from app.routing.features import Features
+from app.routing.planner import _settled_by_the_best, _walk
+from app.routing.policy import ResolvedPolicy
 from app.routing.table import MAX_FEASIBLE_SETS, CatalogTable
 from tests.conftest import ROOT
+from tests.routing.test_properties import catalogs, features_st, policies_st
 
 ENV = {
     k: "test-key"
@@ -134,3 +140,40 @@ def test_a_floor_rule_on_input_tokens_is_part_of_the_memo_key(
     assert short.resolved is not None and long.resolved is not None
     assert (short.resolved.quality_floor, long.resolved.quality_floor) == (20, 57)
     assert again.resolved is short.resolved
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(catalogs(), features_st, policies_st, st.integers(0, 4), st.data())
+def test_the_settled_shortcut_agrees_with_the_full_walk(
+    catalog: Catalog, f: Features, p: ResolvedPolicy, fallbacks: int, data: st.DataObject
+) -> None:
+    """Whenever the argmax shortcut answers, the sort-and-walk gives the same plan."""
+    table = CatalogTable(catalog)
+    q = table.quality_for(f.category)
+    utility = q - table.matrix.dot(
+        np.array(
+            (
+                p.lambda_cost * f.input_tokens,
+                p.lambda_cost * f.output_tokens,
+                p.lambda_latency,
+                p.lambda_latency * f.output_tokens,
+            )
+        )
+    )
+    if data.draw(st.booleans()):  # exact ties: copy a utility
+        utility[data.draw(st.integers(0, len(table) - 1))] = utility[0]
+    idx = np.array(
+        sorted(data.draw(st.sets(st.integers(0, len(table) - 1), min_size=1))), dtype=np.intp
+    )
+    u_feasible = utility[idx]
+    limit = 1 + fallbacks
+    settled = _settled_by_the_best(table, utility, u_feasible, idx, q.tolist(), limit, "c")
+    assume(settled is not None)
+
+    def numbers(i: int) -> tuple[float, float, float]:
+        c = table.price_input_list[i] * f.input_tokens + table.price_output_list[i] * (
+            f.output_tokens
+        )
+        return q.item(i), c, table.matrix.item(i, 2) + f.output_tokens * table.matrix.item(i, 3)
+
+    assert settled == _walk(table, u_feasible, idx, -q[idx], limit, "c", numbers)
