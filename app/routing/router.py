@@ -69,7 +69,7 @@ class Router:
         self.health: Callable[[], Collection[str]] | None = None
         self._table = CatalogTable(catalog)
         self.live.bind(self._table)
-        self._resolved: dict[tuple[object, ...], ResolvedPolicy] = {}
+        self._resolved: dict[tuple[object, ...], tuple[Policy, ResolvedPolicy]] = {}
         self._rules_read_tokens = _rules_read_tokens(catalog)
         self._live_view = LiveView(self.live.matrix)
 
@@ -145,7 +145,7 @@ class Router:
         # (category, difficulty, and input tokens when a rule reads them), so the resolved
         # numbers are shared by every request with the same key (memoised per catalog).
         key = (
-            id(policy),
+            policy.name,
             pinned,
             budget_factor,
             allowed_models,
@@ -153,19 +153,20 @@ class Router:
             features.difficulty,
             features.input_tokens if self._rules_read_tokens else None,
         )
-        resolved = self._resolved.get(key)
-        if resolved is None:
-            resolved = resolve_policy(
-                policy,
-                features,
-                rules,
-                pinned_model=pinned,
-                budget_factor=budget_factor,
-                allowed_models=allowed_models,
-            )
-            if len(self._resolved) >= MAX_RESOLVED:
-                self._resolved.clear()
-            self._resolved[key] = resolved
+        hit = self._resolved.get(key)
+        if hit is not None and hit[0] is policy:  # the name alone could be a stale object
+            return hit[1]
+        resolved = resolve_policy(
+            policy,
+            features,
+            rules,
+            pinned_model=pinned,
+            budget_factor=budget_factor,
+            allowed_models=allowed_models,
+        )
+        if len(self._resolved) >= MAX_RESOLVED:
+            self._resolved.clear()
+        self._resolved[key] = (policy, resolved)
         return resolved
 
     @staticmethod

@@ -177,3 +177,17 @@ def test_the_settled_shortcut_agrees_with_the_full_walk(
         return q.item(i), c, table.matrix.item(i, 2) + f.output_tokens * table.matrix.item(i, 3)
 
     assert settled == _walk(table, u_feasible, idx, -q[idx], limit, "c", numbers)
+
+
+def test_a_policy_named_pinned_does_not_share_the_pinned_memo(catalog: Catalog) -> None:
+    from dataclasses import replace
+
+    from app.routing.router import PINNED_POLICY
+
+    own = replace(PINNED_POLICY, lambda_cost=3.0)
+    custom = replace(catalog, policies={**catalog.policies, "pinned": own}, default_policy=None)
+    router = Router(custom)
+    named = router.route(custom, {**body(), "model": "pinned"}, {})
+    model = router.route(custom, {**body(), "model": "gpt-oss-120b"}, {})
+    assert named.resolved is not None and model.resolved is not None
+    assert (named.resolved.lambda_cost, model.resolved.lambda_cost) == (3.0, 10000.0)
