@@ -6,6 +6,11 @@ Prints p50/p99 of one routing decision (content heuristic + policy + Pareto/util
 same ``Router.route`` call the gateway makes) for a 1k-token prompt, and the heuristic alone at
 1k / 10k / 100k tokens (it should grow linearly, or better). Targets: p50 <= 50 µs,
 p99 <= 200 µs for the decision.
+
+Work per decision, independent of load (instructions; the difference of two runs / N)::
+
+    OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=0 valgrind --tool=cachegrind \
+        python tests/benchmarks/bench_routing.py --loop N   # and --loop 0
 """
 
 from __future__ import annotations
@@ -98,6 +103,13 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=20000)
+    parser.add_argument(
+        "--loop",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only run N decisions, untimed (for profilers: py-spy, valgrind --tool=cachegrind)",
+    )
     args = parser.parse_args()
     import tempfile
 
@@ -113,6 +125,10 @@ def main() -> None:
     router = Router(catalog)
     assert len(catalog.deployments) == 50
     body = body_of(1000)
+    if args.loop is not None:
+        for _ in range(args.loop):
+            router.route(catalog, body, {})
+        return
     plan = router.route(catalog, body, {})
     print(
         f"catalog: {len(catalog.deployments)} deployments; 1k-token prompt -> "
