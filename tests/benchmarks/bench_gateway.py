@@ -246,7 +246,7 @@ def main() -> None:
             body = request_body(sc, "bench")
             load(direct_url, body, 100, min(sc.concurrency, 16), tmp)
             load(via_url, request_body(sc, args.model), 100, min(sc.concurrency, 16), tmp)
-        rss_start = sum(rss_mb(p) for p in tree_pids(gw.pid)[1:] or [gw.pid])
+        rss_start = sum(worker_rss(gw.pid))
         for rep in range(args.repeats):
             for sc in scenarios:
                 direct = load(
@@ -285,7 +285,7 @@ def main() -> None:
                     + " ".join(f"{k}={v:.3f}" for k, v in row.items()),
                     flush=True,
                 )
-        rss_end = sum(rss_mb(p) for p in tree_pids(gw.pid)[1:] or [gw.pid])
+        rss_end = sum(worker_rss(gw.pid))
     finally:
         stop(gw)
         stop(sim)
@@ -331,9 +331,23 @@ def main() -> None:
         )
 
 
+def worker_pids(gateway_pid: int) -> list[int]:
+    """The uvicorn workers under ``pareto serve`` (not its multiprocessing resource tracker);
+    the process itself when it serves alone."""
+    found = []
+    for pid in tree_pids(gateway_pid)[1:]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"resource_tracker" not in cmdline:
+            found.append(pid)
+    return found or [gateway_pid]
+
+
 def worker_rss(gateway_pid: int) -> list[float]:
-    workers = tree_pids(gateway_pid)[1:] or [gateway_pid]
-    return [rss_mb(p) for p in workers if rss_mb(p) > 0]
+    return [rss_mb(p) for p in worker_pids(gateway_pid) if rss_mb(p) > 0]
 
 
 def soak(via_url: str, args: argparse.Namespace, gateway_pid: int, tmp: Path) -> None:
