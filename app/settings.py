@@ -24,7 +24,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="redis://host:port/db; unset = in-memory"
     )
-    redis_timeout_s: float = Field(default=0.05, gt=0, description="Per-operation Redis timeout")
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="Per-operation Redis timeout (includes waiting for a busy event loop)",
+    )
     sessions_enabled: bool = Field(
         default=True, description="Session stickiness; false = route every turn afresh"
     )

@@ -80,10 +80,10 @@ async def app_client(
     async def make(config: dict[str, Any] | None = None, **settings: Any) -> httpx.AsyncClient:
         path = write_config(config or small_config())
         # In-process tests use the httpx backend so respx can mock upstreams; the e2e suite
-        # (real servers) runs the production default, aiohttp.
+        # (real servers) runs the production default, the http1 backend.
         settings.setdefault("http_client", "httpx")
         # Tests that assert what Redis holds must not flake when a loaded CI box makes one
-        # Redis call exceed the 50 ms production default; outage tests set their own.
+        # Redis call exceed the 250 ms production default; outage tests set their own.
         settings.setdefault("redis_timeout_s", 1.0)
         app = create_app(Settings(config=path, watch_config=False, **settings))
         ctx = app.router.lifespan_context(app)
