@@ -24,10 +24,13 @@ def install_auth(
     """Put ``key_store``, ``authenticator`` and ``guard`` on ``app.state``; log auth's state.
 
     With Redis, run-time keys and every counter are shared by all replicas; without it,
-    there are no run-time keys and limits are counted per process. The key store uses
-    redis-py (``redis``); the per-request counters use the hot-path client (``hot``).
+    there are no run-time keys and limits are counted per process. The key store manages
+    keys through redis-py (``redis``); the per-request key lookup and counters use the
+    hot-path client (``hot``).
     """
-    key_store = RedisKeyStore(redis, settings.auth_key_prefix) if redis is not None else None
+    key_store = (
+        RedisKeyStore(redis, settings.auth_key_prefix, hot=hot) if redis is not None else None
+    )
     state.key_store = key_store
     state.authenticator = Authenticator(auth_of, key_store)
     ledger: Ledger = MemoryLedger()

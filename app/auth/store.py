@@ -7,11 +7,14 @@ revoked key is told so (not just "unknown"); its name may then be reused by a ne
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.auth.config import ApiKey
+
+if TYPE_CHECKING:
+    from app.fastredis import FastRedis
 
 _CREATE = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -44,15 +47,21 @@ class KeyExistsError(Exception):
 class RedisKeyStore:
     """Create, look up, list and revoke run-time keys; shared by every replica."""
 
-    def __init__(self, redis: Any, prefix: str) -> None:
+    def __init__(self, redis: Any, prefix: str, *, hot: FastRedis | None = None) -> None:
         self._redis = redis
+        # The per-request lookup (``get``) goes through the gateway's hot-path client when it
+        # has one (~25 µs of CPU instead of ~100 µs through redis-py); management stays here.
+        self._hot = hot
         self._records = f"{prefix}key:"
         self._names = f"{prefix}names"
         self._create = redis.register_script(_CREATE)
         self._revoke = redis.register_script(_REVOKE)
 
     async def get(self, key_hash: str) -> ApiKey | None:
-        raw = await self._redis.get(self._records + key_hash)
+        key = self._records + key_hash
+        raw = await (
+            self._hot.execute("GET", key) if self._hot is not None else self._redis.get(key)
+        )
         return ApiKey.from_json(orjson.loads(raw)) if raw else None
 
     async def create(self, key: ApiKey) -> None:
