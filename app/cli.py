@@ -24,9 +24,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"pareto: refusing to start, {exc}", file=sys.stderr)
         return 2
     os.environ["PARETO_CONFIG"] = str(config)
+    from pydantic import ValidationError
+
+    from app.settings import load_settings
+
+    try:
+        load_settings()  # every worker reads the same environment: refuse it here, once
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"PARETO_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"pareto: refusing to start, invalid settings: {problems}", file=sys.stderr)
+        return 2
     with metrics_dir(args.workers):
-        _run_uvicorn(args)
-    return 0
+        return _run_uvicorn(args)
 
 
 @contextlib.contextmanager
@@ -48,7 +59,7 @@ def metrics_dir(workers: int) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _run_uvicorn(args: argparse.Namespace) -> None:
+def _run_uvicorn(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.api.server import HardenedHttpToolsProtocol
@@ -66,13 +77,13 @@ def _run_uvicorn(args: argparse.Namespace) -> None:
     }
     if args.workers <= 1:
         uvicorn.run(**options)
-        return
+        return 0
     from app.telemetry.logging import configure_logging
     from app.workers import Supervisor
 
     configure_logging(os.environ.get("PARETO_LOG_LEVEL", "info"))
     try:
-        Supervisor(options, args.workers).run()  # one SO_REUSEPORT socket per worker
+        return Supervisor(options, args.workers).run()  # one SO_REUSEPORT socket per worker
     except OSError as exc:
         print(f"pareto: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         raise SystemExit(1) from exc

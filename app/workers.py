@@ -33,6 +33,7 @@ log = structlog.get_logger("pareto.workers")
 _BACKLOG = 2048
 _RESTART_PAUSE_S = 1.0  # before restarting a worker that died within its first seconds
 _EARLY_DEATH_S = 5.0
+_EARLY_DEATHS_TO_GIVE_UP = 3  # in a row: the workers cannot start, so stop (exit 1)
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -69,6 +70,7 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")
         self._processes: list[tuple[BaseProcess, float]] = []
         self._stopping = False
+        self._early_deaths = 0  # in a row; reset when a worker outlives _EARLY_DEATH_S
 
     def _start(self) -> tuple[BaseProcess, float]:
         process = self._context.Process(target=_worker, args=(self._options,), daemon=False)
@@ -83,7 +85,8 @@ class Supervisor:
             if process.pid is not None and process.is_alive():
                 _signal_pid(process.pid, signal.SIGHUP)
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (0), or 1 when workers keep dying as they start."""
         host, port = self._options["host"], self._options["port"]
         # A plain bind first: with SO_REUSEPORT alone, a second gateway started on the same
         # port would silently share it. Raises OSError (EADDRINUSE) before any worker starts.
@@ -102,7 +105,15 @@ class Supervisor:
             log.info("workers_started", workers=self._count, pids=self.pids())
             while not self._stopping:
                 time.sleep(0.2)
-                self._restart_dead()
+                if not self._restart_dead():
+                    log.error(
+                        "workers_cannot_start",
+                        early_deaths=self._early_deaths,
+                        message="workers keep exiting right after they start; see their "
+                        "errors above. Stopping.",
+                    )
+                    return 1
+            return 0
         finally:
             self._stop_all()
             holder.close()
@@ -110,16 +121,24 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [p.pid for p, _ in self._processes if p.pid is not None]
 
-    def _restart_dead(self) -> None:
+    def _restart_dead(self) -> bool:
+        """Replace dead workers; False once too many have died right after starting."""
+        now = time.monotonic()
         for i, (process, started) in enumerate(self._processes):
+            if process.is_alive() and now - started > _EARLY_DEATH_S:
+                self._early_deaths = 0  # one worker got going: not a start-up failure
             if process.is_alive() or self._stopping:
                 continue
             process.join()
             early = time.monotonic() - started < _EARLY_DEATH_S
             log.error("worker_died", pid=process.pid, exitcode=process.exitcode, restarting=True)
             if early:
+                self._early_deaths += 1
+                if self._early_deaths >= _EARLY_DEATHS_TO_GIVE_UP:
+                    return False
                 time.sleep(_RESTART_PAUSE_S)  # a worker that cannot start: do not spin
             self._processes[i] = self._start()
+        return True
 
     def _stop_all(self) -> None:
         for process, _ in self._processes:

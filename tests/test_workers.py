@@ -146,3 +146,36 @@ def test_a_taken_port_fails_at_once_with_a_clear_message(tmp_path: Path) -> None
         taken.close()
     assert done.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_invalid_settings_are_refused_before_any_worker_starts(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--config", str(config_file(tmp_path))]
+        + ["--port", str(free_port()), "--workers", "2"],
+        cwd=ROOT,
+        env={**os.environ, "PARETO_MAX_BODY_BYTES": "-1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "invalid settings: PARETO_MAX_BODY_BYTES" in done.stderr
+
+
+def test_workers_that_cannot_start_stop_the_supervisor(tmp_path: Path) -> None:
+    # An app that fails while each worker starts: the supervisor gives up (exit 1) instead
+    # of restarting workers forever, so an orchestrator sees the failure.
+    script = (
+        "import sys\n"
+        "from app.workers import Supervisor\n"
+        "options = {'app': 'tests.no_such_module:app', 'host': '127.0.0.1', "
+        f"'port': {free_port()}, 'log_level': 'critical'}}\n"
+        "sys.exit(Supervisor(options, 2).run())\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "workers_cannot_start" in done.stdout + done.stderr
+    assert time.monotonic() - started < 30
