@@ -31,18 +31,16 @@ import structlog
 from starlette.types import Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from app.api.body import ClientGone, read_body
 from app.api.validation import parse_body, validate_chat
 from app.auth.middleware import auth_error_headers, authenticate_headers
 from app.errors import (
-    BodyTooLargeError,
     GatewayError,
     InvalidRequestError,
-    RequestTimeoutError,
     error_body,
 )
 from app.gateway import Gateway, RequestContext, drop_prefetch
 from app.reliability import close_quietly
-from app.settings import Settings
 from app.telemetry.middleware import request_id_from
 from app.telemetry.record import Record
 
@@ -63,10 +61,6 @@ _INTERNAL = error_body(
 )
 
 
-class _ClientGone(Exception):
-    """The client disconnected before the request body arrived."""
-
-
 def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """The request's headers as a dict (names are lower case in ASGI; the first one wins)."""
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}
@@ -74,44 +68,6 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-
-async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    declared = headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError(
-            f"the request body is {declared} bytes; this gateway accepts at most {limit} "
-            "(PARETO_MAX_BODY_BYTES)"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise _ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(
-                f"the request body is over {limit} bytes, the most this gateway accepts "
-                "(PARETO_MAX_BODY_BYTES)"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def read_body(receive: Receive, headers: dict[str, str], settings: Settings) -> bytes:
-    """The raw body: 413 over the size limit, 408 when the client is too slow to send it."""
-    limit, seconds = settings.max_body_bytes, settings.body_timeout_s
-    try:
-        async with asyncio.timeout(seconds):
-            return await _read_body(receive, headers, limit)
-    except TimeoutError as exc:
-        raise RequestTimeoutError(
-            f"the request body did not arrive within {seconds:g} s (PARETO_BODY_TIMEOUT_S); "
-            "send the whole request promptly"
-        ) from exc
 
 
 class _DisconnectWatch:
@@ -153,7 +109,7 @@ def _record_failure(gateway: Gateway, ctx: RequestContext, exc: BaseException) -
     """Emit the record of a request that ends without a response body from the gateway."""
     if isinstance(exc, GatewayError):
         gateway.record_failure(ctx, exc.status, exc.code or exc.type)
-    elif isinstance(exc, asyncio.CancelledError | _ClientGone):  # the client went away
+    elif isinstance(exc, asyncio.CancelledError | ClientGone):  # the client went away
         ctx.record.client_disconnected = True
         gateway.record_failure(ctx, 499, "client_disconnected")
     elif isinstance(exc, Exception):
@@ -216,7 +172,9 @@ class ChatEndpoint:
             api_key=api_key,
         )
         try:
-            raw = await read_body(receive, headers, settings)
+            raw = await read_body(
+                receive, headers, limit=settings.max_body_bytes, seconds=settings.body_timeout_s
+            )
             body = parse_body(raw)
             validate_chat(
                 body,
@@ -232,7 +190,7 @@ class ChatEndpoint:
         except Exception as exc:
             drop_prefetch(ctx)
             _record_failure(gateway, ctx, exc)
-            if not isinstance(exc, _ClientGone):
+            if not isinstance(exc, ClientGone):
                 await _send_error(send, exc, request_id)
             return
         except BaseException as exc:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
@@ -15,12 +14,13 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.api.body import read_body
 from app.api.validation import parse_body, validate_chat
 from app.auth import api_key_of
 from app.auth.access import visible_names
 from app.auth.admin import require_admin
 from app.catalog import ConfigError
-from app.errors import BodyTooLargeError, GatewayError, RequestTimeoutError
+from app.errors import GatewayError
 from app.gateway import Gateway, RequestContext
 from app.telemetry.record import Record
 
@@ -63,6 +63,16 @@ CHAT_SCHEMA: dict[str, Any] = {
 }
 
 
+FEEDBACK_MAX_BYTES = 64 * 1024
+
+
+async def _body(request: Request, limit: int, setting: str = "PARETO_MAX_BODY_BYTES") -> bytes:
+    seconds = gateway_of(request).settings.body_timeout_s
+    return await read_body(
+        request.receive, request.headers, limit=limit, seconds=seconds, setting=setting
+    )
+
+
 def gateway_of(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
@@ -78,45 +88,11 @@ def request_id_of(request: Request) -> str:
     return rid
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing anything over ``limit`` bytes before reading it all, and a
-    client that takes longer than ``PARETO_BODY_TIMEOUT_S`` to send it (408)."""
-    timeout = gateway_of(request).settings.body_timeout_s
-    try:
-        async with asyncio.timeout(timeout):
-            return await _read_body(request, limit)
-    except TimeoutError as exc:
-        raise RequestTimeoutError(
-            f"the request body did not arrive within {timeout:g} s (PARETO_BODY_TIMEOUT_S); "
-            "send the whole request promptly"
-        ) from exc
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError(
-            f"the request body is {declared} bytes; this gateway accepts at most {limit} "
-            "(PARETO_MAX_BODY_BYTES)"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(
-                f"the request body is over {limit} bytes, the most this gateway accepts "
-                "(PARETO_MAX_BODY_BYTES)"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.post("/v1/feedback")
 async def feedback(request: Request) -> Response:
     """A quality score (0-1) for a request this gateway served, stored for `pareto train`."""
     gateway = gateway_of(request)
-    body = parse_body(await read_body(request, 64 * 1024))
+    body = parse_body(await _body(request, FEEDBACK_MAX_BYTES, "the fixed limit of /v1/feedback"))
     receipt = await gateway.feedback.submit(body)
     return Response(orjson.dumps(receipt), media_type="application/json")
 
@@ -135,7 +111,7 @@ async def route_explain(request: Request) -> Response:
     gateway = gateway_of(request)
     settings = gateway.settings
     api_key = api_key_of(request)
-    body = parse_body(await read_body(request, settings.max_body_bytes))
+    body = parse_body(await _body(request, settings.max_body_bytes))
     validate_chat(
         body, max_messages=settings.max_messages, max_content_chars=settings.max_content_chars
     )

@@ -13,7 +13,7 @@ It also sends a response's status line and headers in the same socket write as t
 body bytes (:class:`_HeadWithBody`): uvicorn writes them separately, which costs a second
 syscall and, worse, a second wake-up of the client per response.
 
-A slow *body* is the app's to time out (``read_body`` in :mod:`app.api.routes`, 408).
+A slow *body* is the app's to time out (``read_body`` in :mod:`app.api.body`, 408).
 Answers are OpenAI-shaped JSON like every other error.
 """
 

@@ -221,3 +221,14 @@ async def test_unknown_route_and_method_are_openai_errors(app_client) -> None:
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     r = await client.get("/v2/nothing")
     assert r.status_code == 404 and "/v1" in r.json()["error"]["message"]
+
+
+async def test_route_and_feedback_bodies_name_their_own_limits(app_client) -> None:
+    client = await app_client(max_body_bytes=1000)
+    big = {"model": "small", "messages": [{"role": "user", "content": "x" * 2000}]}
+    r = await client.post("/v1/route", json=big)
+    assert r.status_code == 413 and "PARETO_MAX_BODY_BYTES" in r.json()["error"]["message"]
+    r = await client.post("/v1/feedback", json={"request_id": "r", "note": "x" * 70_000})
+    assert r.status_code == 413
+    message = r.json()["error"]["message"]
+    assert "/v1/feedback" in message and "PARETO_MAX_BODY_BYTES" not in message
