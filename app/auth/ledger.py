@@ -186,10 +186,11 @@ return {1, '', state[1][1], state[1][2]}
 
 _SETTLE = """
 local held, actual = tonumber(ARGV[1]), tonumber(ARGV[2])
-if ARGV[7] == '1' then
+if ARGV[7] == '1' and (held ~= 0 or actual ~= 0) then
   for i = 1, 2 do
-    redis.call('HINCRBY', KEYS[i], 'held', -held)
-    redis.call('HINCRBY', KEYS[i], 'spent', actual)
+    -- Lua's -0 reaches Redis as "-0", which HINCRBY refuses: never send a zero.
+    if held ~= 0 then redis.call('HINCRBY', KEYS[i], 'held', -held) end
+    if actual ~= 0 then redis.call('HINCRBY', KEYS[i], 'spent', actual) end
     redis.call('EXPIRE', KEYS[i], ARGV[2 + i])
   end
 end
@@ -200,6 +201,8 @@ if interval > 0 and extra ~= 0 then
   tat = tat + interval * extra
   if tat > now then
     redis.call('SET', KEYS[3], tostring(tat), 'PX', math.ceil((tat - now + 1) * 1000))
+  else
+    redis.call('DEL', KEYS[3])  -- refunded down to now: nothing left to wait for
   end
 end
 return 1

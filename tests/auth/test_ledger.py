@@ -118,3 +118,16 @@ def test_periods_reset_at_utc_midnight_and_month_start() -> None:
     assert p.day_reset_s == pytest.approx(3600) and p.month_reset_s == pytest.approx(3600)
     p = Periods.at(dt.datetime(2026, 2, 10, 0, 0, tzinfo=dt.UTC).timestamp())
     assert p.month_reset_s == pytest.approx(19 * 86400)
+
+
+async def test_settle_with_nothing_held_on_a_budget_key(ledger) -> None:
+    # A request refused or failed before its hold: nothing held, tokens to refund. The Redis
+    # script once sent "HINCRBY held -0" here, which Redis refuses, losing the refund.
+    lim = limits(daily=100, tpm=100)
+    p = Periods.at(T0)
+    assert (await ledger.admit(lim, 80, T0)).ok
+    await ledger.settle(lim, 0, 0, -80, p, T0)  # must not raise
+    assert (await ledger.admit(lim, 80, T0)).ok  # the refund went through
+    await ledger.settle(lim, 0, 7, 0, p, T0)  # spent with no hold (a cascade judge, say)
+    day, _ = await ledger.spend("k", p)
+    assert (day.spent, day.held) == (7, 0)
