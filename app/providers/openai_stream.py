@@ -28,6 +28,9 @@ _DATA = b"data: "
 _FRAMING = len(_DATA) + len(_SEP)
 _USAGE = b'"usage":{'
 _FINISH = b'"finish_reason":"'
+# The same keys as written by an upstream that spaces its JSON (e.g. Python's json.dumps).
+_USAGE_SPACED = b'"usage": {'
+_FINISH_SPACED = b'"finish_reason": "'
 _ERROR = b'{"error"'
 _DONE = b"[DONE]"
 # A plain run is made of events that are each one line "data: {…}" (compact JSON objects),
@@ -37,7 +40,15 @@ _PLAIN_NEXT = _SEP + _PLAIN_START
 # Any of these in a run sends its event down the one-by-one path. Inside a plain run every
 # event starts with "data: ", so [DONE] and error events are looked for with that prefix:
 # a longer needle is a faster scan (bytes.find skips by its length).
-_MARKERS = (_USAGE, _FINISH, _DATA + _ERROR, _DATA + _DONE, b"\r")
+_MARKERS = (
+    _USAGE,
+    _FINISH,
+    _USAGE_SPACED,
+    _FINISH_SPACED,
+    _DATA + _ERROR,
+    _DATA + _DONE,
+    b"\r",
+)
 
 
 class _Group:
@@ -188,8 +199,9 @@ class ChunkReader:
                 deployment=self._deployment,
             )
             return -1
-        has_usage = _USAGE in payload
-        if self.started and not has_usage and _FINISH not in payload:
+        has_usage = _USAGE in payload or _USAGE_SPACED in payload
+        finishes = _FINISH in payload or _FINISH_SPACED in payload
+        if self.started and not has_usage and not finishes:
             group.parts.append(framed)
             group.content = True
             group.content_bytes += len(payload)

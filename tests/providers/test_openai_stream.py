@@ -7,6 +7,7 @@ bottom check what a client receives through the whole app.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -89,6 +90,22 @@ def test_one_read_is_one_chunk_plus_the_usage_event() -> None:
     chunks, reader = feed_all([STREAM])
     check_whole_stream(chunks, reader)
     assert len(chunks) == 2 and chunks[0].content
+
+
+def test_spaced_json_usage_and_finish_are_still_read() -> None:
+    # Python's json.dumps spaces its JSON ("usage": {...}); the usage must still be read
+    # (billing) and its event kept apart (hidden unless asked), the finish reason seen.
+    def spaced(raw: bytes) -> bytes:
+        return json.dumps(orjson.loads(raw)).encode()
+
+    tokens = [spaced(t) for t in TOKENS]
+    stream = sse(spaced(ROLE), *tokens, spaced(FINISH), spaced(USAGE_EVENT), b"[DONE]")
+    chunks, reader = feed_all([stream])
+    assert reader.done and reader.error is None
+    (usage,) = [c for c in chunks if c.usage_only]
+    assert usage.usage is not None and usage.usage.completion_tokens == 3
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+    assert sum(c.content_bytes for c in chunks) == sum(len(t) for t in tokens)
 
 
 def test_event_by_event_reads() -> None:
