@@ -558,14 +558,14 @@ class Gateway:
             if not finished:
                 rec.client_disconnected = True
                 rec.status = 499
-                if usage is None:  # what was relayed so far, counted by the gateway
-                    usage = Usage(
-                        prompt_tokens=estimate_messages_tokens(body.get("messages") or []),
-                        completion_tokens=max(1, out_chars // 40),
-                        reported=False,
-                    )
-            self._finish_record(ctx, entry, usage or Usage(reported=False), ttft_s)
-            if finished and rec.status == 200 and usage is not None:
+            if usage is None:  # cut or failed: what was relayed so far, counted by the gateway
+                usage = Usage(
+                    prompt_tokens=estimate_messages_tokens(body.get("messages") or []),
+                    completion_tokens=max(1, out_chars // 40),
+                    reported=False,
+                )
+            self._finish_record(ctx, entry, usage, ttft_s)
+            if finished and rec.status == 200:
                 self.router.output_observed(plan, usage.completion_tokens)
             self._emit(rec)
             await close_quietly(source)

@@ -308,11 +308,15 @@ async def test_error_event_mid_read_ends_the_client_stream_with_an_error(gateway
         mock.post(f"{BASE}/chat/completions").respond(
             200, content=reads(sse(ROLE, TOKENS[0]), sse(TOKENS[1], error, TOKENS[2]))
         )
-        r = await gateway.post(
-            "/v1/chat/completions", json={"model": "big", "messages": MSG, "stream": True}
-        )
+        with capture_logs() as logs:
+            r = await gateway.post(
+                "/v1/chat/completions", json={"model": "big", "messages": MSG, "stream": True}
+            )
     events = client_events(r.text)
     assert "data: [DONE]" not in events
+    # What was relayed before the failure is counted and charged, not recorded as free.
+    (record,) = [e for e in logs if e["event"] == "request"]
+    assert record["status"] >= 500 and record["output_tokens"] > 0 and record["cost_usd"] > 0
     assert events[:3] == client_events(sse(ROLE, TOKENS[0], TOKENS[1]).decode())
     assert orjson.loads(events[-1].removeprefix("data: "))["error"]["code"] == (
         "stream_interrupted"
