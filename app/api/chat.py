@@ -244,3 +244,7 @@ class ChatEndpoint:
             # chunk: close it here (shielded), so the upstream is released and the budget
             # settled now, not whenever the generator is collected.
             await close_quietly(source)
+            if source is not result.stream:
+                # If sending the response start failed, settle_after never started and its
+                # finally never ran: release the hold here (settle runs at most once).
+                await ticket.settle(ctx.record)
