@@ -183,7 +183,13 @@ class _Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self.lost and self.error is None
+        return (
+            self.complete
+            and self.keep_alive
+            and not self.lost
+            and self.error is None
+            and not self._paused  # a paused socket would never deliver the next answer
+        )
 
     def close(self) -> None:
         self.lost = True
@@ -326,10 +332,15 @@ class Http1Backend:
         async with self._limit:
             conn = await self._exchange(origin, request, timeouts)
             try:
+                parts: list[bytes] = []
                 while not conn.complete:
+                    if conn.buffered > _HIGH_WATER:
+                        parts.append(conn.take())  # reading pauses past this: resume it
                     conn.check()
                     await conn.wait(timeouts.read)
-                response = RawResponse(conn.status, conn.headers, conn.take())
+                parts.append(conn.take())
+                body = parts[0] if len(parts) == 1 else b"".join(parts)
+                response = RawResponse(conn.status, conn.headers, body)
             except BaseException:
                 self._discard(conn)
                 raise

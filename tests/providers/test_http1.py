@@ -240,3 +240,19 @@ async def test_https_upstream(server: Server, certificate: tuple[Path, Path]) ->
     finally:
         await trusting.aclose()
         await untrusting.aclose()
+
+
+async def test_large_json_answer_is_read_whole(server: Server, backend: Http1Backend) -> None:
+    # Over the buffering limit at which reading pauses: post() must keep draining.
+    body = b"x" * 600_000
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(answer(body))
+            await writer.drain()
+
+    url = await server.start(handler)
+    for _ in range(2):  # and the connection is fit for the next request
+        assert (await backend.post(url, b"{}", {}, T)).body == body
+    assert server.connections == 1
