@@ -61,6 +61,9 @@ class _HeadWithBody:
 
     def write(self, data: bytes) -> None:
         if not self._started:
+            if data.startswith(b"HTTP/1.1 100 "):  # "100 Continue": the client waits for it
+                self._transport.write(data)
+                return
             self._started = True
             self._head = data
             return
@@ -180,7 +183,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._disarm()
         super().on_headers_complete()
-        self.cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
+        if self.cycle.scope["method"] != "HEAD":  # uvicorn writes no body for HEAD
+            self.cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -288,3 +288,31 @@ def test_response_head_goes_out_with_the_first_body_bytes() -> None:
     cut.write(b"HTTP/1.1 200 OK\r\n\r\n")
     cut.close()  # the app failed before any body: the head is not lost
     assert cut._transport.writes == [b"HTTP/1.1 200 OK\r\n\r\n"] and cut._transport.closed  # type: ignore[attr-defined]
+
+
+def test_head_and_100_continue_get_their_answers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The head-with-body write must not hold back a HEAD answer (no body is ever written)
+    # nor the interim "100 Continue" a client waits for before sending its body.
+    import socket
+
+    import yaml
+
+    from tests.conftest import small_config
+    from tests.support.procs import gateway
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(small_config()))
+    with gateway(path, tmp_path) as gw:
+        port = int(gw.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 ")
+        body = b'{"model":"small","messages":[{"role":"user","content":"hi"}]}'
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            )
+            assert s.recv(4096).startswith(b"HTTP/1.1 100 ")
+            s.sendall(body)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
