@@ -137,6 +137,8 @@ class Supervisor:
                 if self._early_deaths >= _EARLY_DEATHS_TO_GIVE_UP:
                     return False
                 time.sleep(_RESTART_PAUSE_S)  # a worker that cannot start: do not spin
+                if self._stopping:
+                    return True
             self._processes[i] = self._start()
         return True
 
