@@ -116,14 +116,14 @@ def test_a_dead_worker_is_replaced_and_sighup_reloads_every_worker(tmp_path: Pat
         config_file(tmp_path, "added-by-reload")
         os.kill(parent, signal.SIGHUP)
 
-        def every_connection_sees_it() -> bool:
-            for _ in range(12):  # fresh connections reach both workers
-                ids = {m["id"] for m in httpx.get(f"{gw.url}/v1/models").json()["data"]}
-                if "added-by-reload" not in ids:
-                    return False
-            return True
+        def models() -> set[str]:
+            return {m["id"] for m in httpx.get(f"{gw.url}/v1/models").json()["data"]}
 
-        wait_for(every_connection_sees_it)
+        wait_for(lambda: "added-by-reload" in models())
+        time.sleep(1.0)  # both workers got the same signal at the same moment
+        # Then every fresh connection, whichever worker takes it, has the new config; 40 of
+        # them miss one worker with probability 2**-40.
+        assert all("added-by-reload" in models() for _ in range(40))
         assert gw.popen.poll() is None
 
 
