@@ -103,13 +103,12 @@ def test_a_dead_worker_is_replaced_and_sighup_reloads_every_worker(tmp_path: Pat
         first = wait_for(lambda: len(workers_of(parent)) == 2 and workers_of(parent))
         victim = sorted(first)[0]
         os.kill(victim, signal.SIGKILL)
-        after = wait_for(
-            lambda: (
-                len(workers_of(parent)) == 2
-                and victim not in workers_of(parent)
-                and workers_of(parent)
-            )
-        )
+
+        def replaced() -> set[int]:
+            now = workers_of(parent)  # one snapshot: a just-spawned worker shows up late
+            return now if len(now) == 2 and victim not in now else set()
+
+        after = wait_for(replaced)
         assert victim not in after and len(after - first) == 1
         wait_for(lambda: httpx.get(f"{gw.url}/healthz").status_code == 200)
 
