@@ -10,6 +10,8 @@ Deadlines cost one timer per connection, not one per call: every call has the sa
 so the front waiter always has the earliest deadline, and the timer is armed for it. A
 waiter whose deadline passes gets :class:`redis.exceptions.TimeoutError` but stays in the
 FIFO, so the replies that follow still meet their own waiters; its late reply is dropped.
+While only such waiters are queued the timer waits for the dead-peer check below, so a
+call that arrives then re-arms it for its own, earlier deadline.
 When the front waiter has waited ``dead_after_s`` the peer is taken for dead and the
 connection is aborted (a paused or partitioned server must not grow the FIFO for ever).
 """
@@ -86,7 +88,12 @@ class Connection(asyncio.Protocol):
         if not self._flushing:
             self._flushing = True
             loop.call_soon(self._flush)
-        if self._timer is None:
+        timer = self._timer
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
+        elif deadline < timer.when():
+            # Armed for the dead-peer check of a timed-out waiter: later than this deadline.
+            timer.cancel()
             self._timer = loop.call_at(deadline, self._expire)
         return future
 

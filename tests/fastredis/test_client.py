@@ -163,6 +163,25 @@ async def test_a_timed_out_call_keeps_the_order_and_its_late_reply_is_dropped(
         await fast.aclose()
 
 
+async def test_a_call_after_a_timed_out_one_still_times_out_at_its_own_deadline(
+    redis_prefix: str,
+) -> None:
+    # Once the first call timed out, the connection's timer waited for the dead-peer check
+    # (5 s away), so a call made then was not bounded by timeout_s at all.
+    fast = FastRedis(URL, timeout_s=0.1, dead_after_s=5.0)
+    loop = asyncio.get_running_loop()
+    try:
+        blocked = asyncio.ensure_future(fast.execute("BLPOP", redis_prefix + "never", 0.6))
+        with pytest.raises(TimeoutError):
+            await blocked
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await fast.execute("ECHO", "behind the blocked one")
+        assert loop.time() - started < 0.3
+    finally:
+        await fast.aclose()
+
+
 async def test_a_silent_peer_is_dropped_after_dead_after_and_the_client_reconnects(
     redis_prefix: str,
 ) -> None:
