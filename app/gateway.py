@@ -290,15 +290,16 @@ class Gateway:
         plan = self.plan(catalog, body, ctx)
         rec = ctx.record
         rec.routing_ms = (time.perf_counter() - routing_started) * 1000  # not the hold's I/O
-        await self._hold(ctx, plan)
-        rec.router_policy = plan.policy
-        rec.quality_floor = plan.quality_floor
-        upstream_body = self._upstream_body(body)
         policy = catalog.policies.get(plan.policy) if plan.policy else None
+        # The walk (and its deadline) first: the hold's record expires after the deadline.
         ctx.walk = self.failover.begin(
             ctx.request_id, rec, request_limits(self.failover.defaults, policy)
         )
         ctx.walk.prompt_cache = policy.prompt_cache if policy is not None else None
+        await self._hold(ctx, plan)
+        rec.router_policy = plan.policy
+        rec.quality_floor = plan.quality_floor
+        upstream_body = self._upstream_body(body)
         # An error raised from here is recorded once, by the route (Gateway.record_failure).
         if body.get("stream"):
             return await self._stream(plan, body, upstream_body, ctx)
@@ -311,9 +312,10 @@ class Gateway:
             ctx.session_pending = self.sessions.prefetch(body, ctx.headers)
 
     async def _hold(self, ctx: RequestContext, plan: RoutePlan) -> None:
-        """Hold the plan's estimated cost against the key's budget (402 when used up)."""
+        """Hold the plan's estimated cost against the key's budget (402 when used up), for
+        as long as the request's walk may run."""
         if ctx.ticket is not None:
-            await ctx.ticket.hold(plan.primary.est_cost_usd)
+            await ctx.ticket.hold(plan.primary.est_cost_usd, ctx.walk.limits.request_timeout_s)
 
     async def _cascade(
         self, catalog: Catalog, policy: Policy, body: dict[str, Any], ctx: RequestContext

@@ -158,6 +158,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await watcher
             await providers.aclose()
             await client.aclose()
+            # Releases of holds whose outcome was unknown, before their connection goes.
+            await app.state.guard.aclose(wait_s=2 * settings.redis_timeout_s)
             if hot is not None:
                 await hot.aclose()
             if redis is not None:

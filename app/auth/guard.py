@@ -9,14 +9,25 @@ The request's path through here::
 ``settle`` runs once the response is complete (for streams, at the last byte or when the
 client goes away) and also when the request failed, so a hold never outlives its request.
 A counter store that cannot be reached fails closed (503): spend is real money.
+
+A hold is recorded in the ledger under an id this ticket makes (:mod:`app.auth.ledger`), and
+settling releases what that record holds, so a hold whose outcome is unknown can still be
+released: when the hold's call fails (its reply missed ``PARETO_REDIS_TIMEOUT_S``, the
+connection dropped after it was sent) or is cancelled, Redis may have applied it. A failed
+hold (or settle) fires a *release by id* in the background, retried a few times, and the
+client gets its 503 without waiting for it; a cancelled hold is released by the request's
+settle. Whatever is never settled (the worker died) stops counting when the record expires,
+``HOLD_GRACE_S`` after the request's deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -33,6 +44,12 @@ log = structlog.get_logger("pareto.auth")
 
 _NO_SPEND = Spend()
 _STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+# A hold record outlives its request's deadline by this much before it stops counting: a
+# request is cut at its deadline, then settles within moments (a response still being
+# written to a slow client settles later; its hold is dropped, its cost still charged).
+HOLD_GRACE_S = 60.0
+# Pauses before the attempts of a background release (the first goes at once).
+RELEASE_RETRY_S = (0.0, 1.0, 5.0)
 _LIMIT_WORDS = {
     "requests_per_minute": "requests per minute",
     "tokens_per_minute": "tokens per minute",
@@ -79,7 +96,8 @@ class Ticket:
 
     __slots__ = (
         "_guard",
-        "_held",
+        "_hold_id",
+        "_holding",
         "_key",
         "_limits",
         "_periods",
@@ -102,7 +120,9 @@ class Ticket:
         self._key = key
         self._limits = limits
         self._tokens = tokens
-        self._held = 0
+        self._hold_id: str | None = None
+        # A hold record of this ticket may exist, and no release has been sent for it.
+        self._holding = False
         self._periods: Periods | None = None
         self._settled = guard is None
         self.day = day
@@ -126,25 +146,34 @@ class Ticket:
         ]
         return max(used) if used else None
 
-    async def hold(self, est_cost_usd: float) -> None:
+    async def hold(self, est_cost_usd: float, deadline_s: float) -> None:
         """Hold the estimated cost against the key's budgets; 402 when one is used up.
 
-        Holds add up (a cascade holds each tier it runs); :meth:`settle` releases them all.
+        ``deadline_s``: how long the request may still run; its hold stops counting
+        ``HOLD_GRACE_S`` after that if it is never settled. Holds add up (a cascade holds
+        each tier it runs) in one record; :meth:`settle` releases them all.
         """
         guard, key, limits = self._guard, self._key, self._limits
         if guard is None or key is None or limits is None or not key.has_budget:
             return
         now = guard.clock()
-        periods = self._periods or Periods.at(now)
+        # The record lives in these periods: every hold and the settle use the same ones.
+        periods = self._periods = self._periods or Periods.at(now)
         amount = to_nano(est_cost_usd)
+        hold_id = self._hold_id = self._hold_id or guard.new_hold_id()
+        holding, self._holding = self._holding, True  # from here on it may be applied
         try:
-            verdict = await guard.ledger.hold(limits, amount, periods, now)
+            verdict = await guard.ledger.hold(
+                limits, amount, periods, now, hold_id=hold_id, ttl_s=deadline_s + HOLD_GRACE_S
+            )
         except _STORE_ERRORS as exc:
+            # Applied or not, we cannot tell: release by id, without making the client wait.
+            self._holding = False
+            guard.release_later(limits, hold_id, periods)
             raise _store_down() from exc
         if verdict.ok:
-            self._held += amount
-            self._periods = periods
             return
+        self._holding = holding  # a refused hold records nothing
         period = verdict.period or "daily"
         limit = limits.daily_nano if period == "daily" else limits.monthly_nano
         assert limit is not None
@@ -178,20 +207,26 @@ class Ticket:
         extra = 0
         if limits.tokens_per_minute:
             extra = record.input_tokens + record.output_tokens - self._tokens
-        if not (self._held or actual or extra):
+        hold_id = self._hold_id if self._holding else None
+        if not (hold_id or actual or extra):
             return
         now = guard.clock()
         periods = self._periods or Periods.at(now)
         try:
             with anyio.CancelScope(shield=True):
-                await guard.ledger.settle(limits, self._held, actual, extra, periods, now)
+                await guard.ledger.settle(limits, hold_id, actual, extra, periods, now)
         except _STORE_ERRORS as exc:
+            # Applied or not, we cannot tell; a retry could charge twice, but a release by
+            # id cannot release twice: the hold goes, the cost may go uncharged.
             log.error(
                 "limits_settle_failed",
                 api_key_name=limits.name,
                 request_id=record.request_id,
                 error_type=type(exc).__name__,
+                cost_usd=actual / NANO,  # charged or not: unknown
             )
+            if hold_id is not None:
+                guard.release_later(limits, hold_id, periods)
 
     async def settle_after(
         self, stream: AsyncIterator[bytes], record: Record
@@ -211,9 +246,62 @@ class Ticket:
 class Guard:
     """The process's limit checker over one :class:`Ledger` (Redis-shared or in-memory)."""
 
-    def __init__(self, ledger: Ledger, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.ledger = ledger
         self.clock = clock
+        self._sleep = sleep
+        # Hold ids: unique across replicas and workers (random prefix), cheap to make.
+        self._hold_prefix = secrets.token_hex(6) + ":"
+        self._hold_seq = itertools.count(1)
+        self._releases: set[asyncio.Task[None]] = set()
+
+    def new_hold_id(self) -> str:
+        """An id for one request's hold record (a request's own id may be the client's)."""
+        return f"{self._hold_prefix}{next(self._hold_seq):x}"
+
+    def release_later(self, limits: Limits, hold_id: str, periods: Periods) -> None:
+        """Release ``hold_id``'s record in the background (idempotent, so it is retried)."""
+        task = asyncio.ensure_future(self._release(limits, hold_id, periods))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, limits: Limits, hold_id: str, periods: Periods) -> None:
+        error = ""
+        for pause in RELEASE_RETRY_S:
+            if pause:
+                await self._sleep(pause)
+            try:
+                await self.ledger.settle(limits, hold_id, 0, 0, periods, self.clock())
+                return
+            except _STORE_ERRORS as exc:
+                error = type(exc).__name__
+        log.error(
+            "limits_release_failed",
+            api_key_name=limits.name,
+            error_type=error,
+            detail="the hold stops counting when its record expires",
+        )
+
+    async def drain(self) -> None:
+        """Wait until no background release is in flight."""
+        while self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
+
+    async def aclose(self, wait_s: float) -> None:
+        """At shutdown: give the background releases ``wait_s`` to finish, cancel the rest
+        (their holds stop counting when their records expire)."""
+        pending = set(self._releases)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=wait_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def admit(self, key: ApiKey | None, body: dict[str, Any]) -> Ticket:
         """Check the key's rate limits for this request; 429 with Retry-After when over."""

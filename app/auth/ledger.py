@@ -7,15 +7,31 @@ cost) and ``held`` (estimates of requests in flight). A request is admitted whil
 ``spent + held < limit`` and holds its estimate, so N concurrent requests on N replicas
 overshoot a budget by at most one request (when estimates are not below actual costs).
 
+Holds are recorded per request, so that none can outlive its request. The caller names each
+hold with an id unique to the request (not its ``x-request-id``, which a client may reuse)
+and an expiry (the request's deadline plus a margin). The hold records the amount under that
+id in each period, with the expiry in an index; :meth:`Ledger.settle` releases exactly what
+the record says and deletes it, so a second settle, or a settle whose hold was refused or
+never arrived, releases nothing. That makes a *release by id* safe to send whenever it is
+unknown whether a hold was applied (its reply came after the deadline, the connection broke
+after the command left). A record nobody settles (the worker died between hold and settle,
+the settle was lost) stops counting at its expiry: every hold first sweeps the expired
+records of its periods (a bounded batch, so a hold stays one round trip of bounded work,
+and each record is swept once). Until then it counts, and the admin's ``held`` shows it. A
+request that outlives its record after all still has its cost charged when it settles.
+
 With Redis every step is one Lua script, so all replicas share exact counts. Without Redis,
-:class:`MemoryLedger` keeps the same counts per process (each replica enforces its own).
-``now`` is always passed in (wall-clock seconds) so tests drive time explicitly.
+:class:`MemoryLedger` keeps the same counts, records and expiries per process (each replica
+enforces its own). ``now`` is always passed in (wall-clock seconds) so tests drive time
+explicitly; expiries are on the same clock (replicas' clocks differ by far less than the
+margin).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import heapq
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +44,10 @@ WINDOW_S = 60.0
 _EPS = 1e-9
 _DAY_TTL_S = 3 * 86400
 _MONTH_TTL_S = 40 * 86400
+# Expired hold records swept per period by one hold: bounds the script's work; a backlog
+# (a worker died with many requests in flight) is cleared by the holds that follow.
+SWEEP_BATCH = 64
+_RECORDS = ":holds"  # suffix of a period's index of hold records (Redis)
 
 
 def to_nano(usd: float) -> int:
@@ -112,18 +132,31 @@ class Ledger(Protocol):
     async def admit(self, limits: Limits, tokens: int, now: float) -> RateVerdict: ...
 
     async def hold(
-        self, limits: Limits, amount: int, periods: Periods, now: float
-    ) -> BudgetVerdict: ...
+        self,
+        limits: Limits,
+        amount: int,
+        periods: Periods,
+        now: float,
+        *,
+        hold_id: str,
+        ttl_s: float,
+    ) -> BudgetVerdict:
+        """Hold ``amount`` under ``hold_id`` (added to what it holds) until ``now + ttl_s``,
+        unless a budget is used up; expired records of these periods are swept first."""
+        ...
 
     async def settle(
         self,
         limits: Limits,
-        held: int,
+        hold_id: str | None,
         actual: int,
         extra_tokens: int,
         periods: Periods,
         now: float,
-    ) -> None: ...
+    ) -> None:
+        """Release what ``hold_id``'s record holds (nothing when there is none), charge
+        ``actual`` and correct the token count by ``extra_tokens``."""
+        ...
 
     async def spend(self, name: str, periods: Periods) -> tuple[Spend, Spend]: ...
 
@@ -167,42 +200,81 @@ return {1, '', '0'}
 """
 
 _HOLD = """
-local amount = tonumber(ARGV[1])
-local limits = {tonumber(ARGV[2]), tonumber(ARGV[3])}
+-- KEYS: the day's and the month's hash (spent, held, 'h:' .. id = amount per record),
+-- the day's and the month's record index (sorted set: id by expiry).
+local id, amount = ARGV[1], tonumber(ARGV[2])
+local limits = {tonumber(ARGV[3]), tonumber(ARGV[4])}
+local now, expires = ARGV[7], tonumber(ARGV[8])
 local names = {'daily', 'monthly'}
 local state = {}
 for i = 1, 2 do
-  local v = redis.call('HMGET', KEYS[i], 'spent', 'held')
-  local spent, held = tonumber(v[1] or '0'), tonumber(v[2] or '0')
-  state[i] = {spent, held}
-  if limits[i] >= 0 and spent + held >= limits[i] then return {0, names[i], spent, held} end
+  local hash, index = KEYS[i], KEYS[2 + i]
+  -- Records nobody settled (worker gone, settle lost) stop counting at their expiry.
+  local gone = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, ARGV[9])
+  if #gone > 0 then
+    local fields = {}
+    for j, g in ipairs(gone) do fields[j] = 'h:' .. g end
+    local total = 0
+    for _, a in ipairs(redis.call('HMGET', hash, unpack(fields))) do
+      if a then total = total + tonumber(a) end
+    end
+    if total ~= 0 then redis.call('HINCRBY', hash, 'held', -total) end
+    redis.call('HDEL', hash, unpack(fields))
+    redis.call('ZREM', index, unpack(gone))
+  end
+  local v = redis.call('HMGET', hash, 'spent', 'held')
+  state[i] = {tonumber(v[1] or '0'), tonumber(v[2] or '0')}
 end
 for i = 1, 2 do
-  redis.call('HINCRBY', KEYS[i], 'held', amount)
-  redis.call('EXPIRE', KEYS[i], ARGV[3 + i])
+  local spent, held = state[i][1], state[i][2]
+  if limits[i] >= 0 and spent + held >= limits[i] then return {0, names[i], spent, held} end
+end
+if amount > 0 then
+  local field = 'h:' .. id
+  for i = 1, 2 do
+    local hash, index = KEYS[i], KEYS[2 + i]
+    redis.call('HINCRBY', hash, 'held', amount)
+    redis.call('HINCRBY', hash, field, amount)
+    local old = redis.call('ZSCORE', index, id)
+    if not old or tonumber(old) < expires then redis.call('ZADD', index, expires, id) end
+    redis.call('EXPIRE', hash, ARGV[4 + i])
+    redis.call('EXPIRE', index, ARGV[4 + i])
+  end
 end
 return {1, '', state[1][1], state[1][2]}
 """
 
 _SETTLE = """
-local held, actual = tonumber(ARGV[1]), tonumber(ARGV[2])
-if ARGV[7] == '1' and (held ~= 0 or actual ~= 0) then
+-- KEYS: as for a hold, then the token TAT. ARGV[1]: the hold's id ('' = none).
+local id, actual = ARGV[1], tonumber(ARGV[2])
+if ARGV[7] == '1' and (id ~= '' or actual ~= 0) then
   for i = 1, 2 do
+    local hash, release = KEYS[i], 0
+    if id ~= '' then
+      -- Exactly what the record holds; no record (settled already, never applied, or
+      -- swept at its expiry) releases nothing.
+      local field = 'h:' .. id
+      release = tonumber(redis.call('HGET', hash, field) or '0')
+      if release ~= 0 then
+        redis.call('HDEL', hash, field)
+        redis.call('ZREM', KEYS[2 + i], id)
+        redis.call('HINCRBY', hash, 'held', -release)
+      end
+    end
     -- Lua's -0 reaches Redis as "-0", which HINCRBY refuses: never send a zero.
-    if held ~= 0 then redis.call('HINCRBY', KEYS[i], 'held', -held) end
-    if actual ~= 0 then redis.call('HINCRBY', KEYS[i], 'spent', actual) end
-    redis.call('EXPIRE', KEYS[i], ARGV[2 + i])
+    if actual ~= 0 then redis.call('HINCRBY', hash, 'spent', actual) end
+    if release ~= 0 or actual ~= 0 then redis.call('EXPIRE', hash, ARGV[2 + i]) end
   end
 end
 local interval, extra, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
 if interval > 0 and extra ~= 0 then
-  local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
+  local tat = tonumber(redis.call('GET', KEYS[5]) or '0')
   if extra > 0 and tat < now then tat = now end
   tat = tat + interval * extra
   if tat > now then
-    redis.call('SET', KEYS[3], tostring(tat), 'PX', math.ceil((tat - now + 1) * 1000))
+    redis.call('SET', KEYS[5], tostring(tat), 'PX', math.ceil((tat - now + 1) * 1000))
   else
-    redis.call('DEL', KEYS[3])  -- refunded down to now: nothing left to wait for
+    redis.call('DEL', KEYS[5])  -- refunded down to now: nothing left to wait for
   end
 end
 return 1
@@ -213,7 +285,9 @@ class RedisLedger:
     """Shared counters: each call is one Lua script (atomic across every replica).
 
     Runs on the hot-path client (:mod:`app.fastredis`): scripts by EVALSHA on the process's
-    one multiplexed connection, under ``PARETO_REDIS_TIMEOUT_S``.
+    one multiplexed connection, under ``PARETO_REDIS_TIMEOUT_S``. A period's hash holds
+    ``spent``, ``held`` and one ``h:<hold id>`` field per live hold record; the sorted set
+    ``<hash>:holds`` indexes those records by expiry. Both expire with the period.
     """
 
     def __init__(self, redis: FastRedis, prefix: str) -> None:
@@ -256,17 +330,28 @@ class RedisLedger:
         return RateVerdict(True)
 
     async def hold(
-        self, limits: Limits, amount: int, periods: Periods, now: float
+        self,
+        limits: Limits,
+        amount: int,
+        periods: Periods,
+        now: float,
+        *,
+        hold_id: str,
+        ttl_s: float,
     ) -> BudgetVerdict:
         _, _, day, month = self._keys(limits.name, periods)
         out = await self._hold(
-            keys=[day, month],
+            keys=[day, month, day + _RECORDS, month + _RECORDS],
             args=[
+                hold_id,
                 amount,
                 -1 if limits.daily_nano is None else limits.daily_nano,
                 -1 if limits.monthly_nano is None else limits.monthly_nano,
                 _DAY_TTL_S,
                 _MONTH_TTL_S,
+                repr(now),
+                repr(now + ttl_s),
+                SWEEP_BATCH,
             ],
         )
         if int(out[0]) == 0:
@@ -276,7 +361,7 @@ class RedisLedger:
     async def settle(
         self,
         limits: Limits,
-        held: int,
+        hold_id: str | None,
         actual: int,
         extra_tokens: int,
         periods: Periods,
@@ -285,9 +370,9 @@ class RedisLedger:
         _, tok, day, month = self._keys(limits.name, periods)
         budget = limits.daily_nano is not None or limits.monthly_nano is not None
         await self._settle(
-            keys=[day, month, tok],
+            keys=[day, month, day + _RECORDS, month + _RECORDS, tok],
             args=[
-                held,
+                hold_id or "",
                 actual,
                 _DAY_TTL_S,
                 _MONTH_TTL_S,
@@ -313,15 +398,58 @@ def _text(value: Any) -> str:
 # -- in memory (one process) --------------------------------------------------------------
 
 
+class _Period:
+    """One key's budget state in one period, with its live hold records (in memory)."""
+
+    __slots__ = ("expiries", "held", "records", "spent")
+
+    def __init__(self) -> None:
+        self.spent = 0
+        self.held = 0
+        self.records: dict[str, tuple[int, float]] = {}  # hold id → (amount, expires at)
+        # (expires at, hold id), earliest first; entries of settled or extended records stay
+        # until popped or compacted (a record's current expiry is in ``records``).
+        self.expiries: list[tuple[float, str]] = []
+
+    def sweep(self, now: float) -> None:
+        """Drop the records expired by ``now`` (their holds stop counting)."""
+        expiries, records = self.expiries, self.records
+        while expiries and expiries[0][0] <= now:
+            _, hold_id = heapq.heappop(expiries)
+            record = records.get(hold_id)
+            if record is not None and record[1] <= now:
+                del records[hold_id]
+                self.held -= record[0]
+
+    def add(self, hold_id: str, amount: int, expires: float) -> None:
+        old_amount, old_expires = self.records.get(hold_id, (0, expires))
+        expires = max(expires, old_expires)
+        self.records[hold_id] = (old_amount + amount, expires)
+        self.held += amount
+        heapq.heappush(self.expiries, (expires, hold_id))
+
+    def release(self, hold_id: str) -> None:
+        record = self.records.pop(hold_id, None)
+        if record is None:
+            return
+        self.held -= record[0]
+        if len(self.expiries) > 2 * len(self.records) + 64:  # mostly settled records
+            self.expiries = [(exp, rid) for rid, (_, exp) in self.records.items()]
+            heapq.heapify(self.expiries)
+
+
 class MemoryLedger:
     """The same counts in one process's memory (no Redis: each replica counts alone)."""
 
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
-        self._spend: dict[str, list[int]] = {}
+        self._spend: dict[str, _Period] = {}
 
-    def _budget(self, key: str) -> list[int]:
-        return self._spend.setdefault(key, [0, 0])
+    def _budget(self, key: str) -> _Period:
+        period = self._spend.get(key)
+        if period is None:
+            period = self._spend[key] = _Period()
+        return period
 
     async def admit(self, limits: Limits, tokens: int, now: float) -> RateVerdict:
         req_key, tok_key = f"{limits.name}:req", f"{limits.name}:tok"
@@ -346,23 +474,33 @@ class MemoryLedger:
         return RateVerdict(True, day=day, month=month)
 
     async def hold(
-        self, limits: Limits, amount: int, periods: Periods, now: float
+        self,
+        limits: Limits,
+        amount: int,
+        periods: Periods,
+        now: float,
+        *,
+        hold_id: str,
+        ttl_s: float,
     ) -> BudgetVerdict:
         slots = (
             ("daily", limits.daily_nano, self._budget(f"{limits.name}:d:{periods.day}")),
             ("monthly", limits.monthly_nano, self._budget(f"{limits.name}:m:{periods.month}")),
         )
-        for period, limit, (spent, held) in slots:
-            if limit is not None and spent + held >= limit:
-                return BudgetVerdict(False, period, Spend(spent, held))
         for _, _, state in slots:
-            state[1] += amount
+            state.sweep(now)
+        for period, limit, state in slots:
+            if limit is not None and state.spent + state.held >= limit:
+                return BudgetVerdict(False, period, Spend(state.spent, state.held))
+        if amount > 0:
+            for _, _, state in slots:
+                state.add(hold_id, amount, now + ttl_s)
         return BudgetVerdict(True)
 
     async def settle(
         self,
         limits: Limits,
-        held: int,
+        hold_id: str | None,
         actual: int,
         extra_tokens: int,
         periods: Periods,
@@ -371,8 +509,9 @@ class MemoryLedger:
         if limits.daily_nano is not None or limits.monthly_nano is not None:
             for key in (f"{limits.name}:d:{periods.day}", f"{limits.name}:m:{periods.month}"):
                 state = self._budget(key)
-                state[1] -= held
-                state[0] += actual
+                if hold_id is not None:
+                    state.release(hold_id)
+                state.spent += actual
         interval = _interval(limits.tokens_per_minute)
         if interval and extra_tokens:
             key = f"{limits.name}:tok"
@@ -382,6 +521,9 @@ class MemoryLedger:
             self._tat[key] = tat + interval * extra_tokens
 
     async def spend(self, name: str, periods: Periods) -> tuple[Spend, Spend]:
-        d = self._spend.get(f"{name}:d:{periods.day}", [0, 0])
-        m = self._spend.get(f"{name}:m:{periods.month}", [0, 0])
-        return Spend(d[0], d[1]), Spend(m[0], m[1])
+        d = self._spend.get(f"{name}:d:{periods.day}")
+        m = self._spend.get(f"{name}:m:{periods.month}")
+        return (
+            Spend(d.spent, d.held) if d is not None else Spend(),
+            Spend(m.spent, m.held) if m is not None else Spend(),
+        )

@@ -38,7 +38,7 @@ async def one(authn: Authenticator, guard: Guard, header: str) -> float:
     start = time.perf_counter()
     key = await authn.authenticate(header)
     ticket = await guard.admit(key, BODY)
-    await ticket.hold(0.00002)
+    await ticket.hold(0.00002, deadline_s=900.0)
     record = Record(request_id="r", input_tokens=60, output_tokens=16, cost_usd=0.000019)
     await ticket.settle(record)
     return (time.perf_counter() - start) * 1000

@@ -73,7 +73,7 @@ async def main(n: int, url: str) -> None:
             c0 = time.process_time()
             ticket = await guard.admit(api_key, body)
             c1 = time.process_time()
-            await ticket.hold(0.0001)
+            await ticket.hold(0.0001, deadline_s=900.0)
             c2 = time.process_time()
             await ticket.settle(record)
             c3 = time.process_time()
