@@ -24,7 +24,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import cast
 from urllib.parse import urlsplit
@@ -69,8 +69,19 @@ class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.transport: asyncio.Transport | None = None
+        # The body parts of the current response. httptools calls ``on_body`` once per
+        # chunk of a chunked body (one per SSE event for most upstreams, 250+ per long
+        # stream): it is the list's own ``append``, so no Python frame runs per chunk; the
+        # accounting and the wake-up happen once per network read, in data_received. The
+        # parser looks its callbacks up when it is created, so this comes first, and the
+        # list is cleared in place, never replaced.
+        self.chunks: list[bytes] = []
+        self.on_body: Callable[[bytes], None] = self.chunks.append
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        self._watch_s = 0.0
+        self._wait_started = 0.0
         self._paused = False
         self.lost = False
         self.idle_since = 0.0
@@ -79,7 +90,7 @@ class _Connection(asyncio.Protocol):
     def _begin(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.chunks: list[bytes] = []
+        self.chunks.clear()
         self.buffered = 0
         self.headers_done = False
         self.complete = False
@@ -114,6 +125,14 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             self._wake()
+            return
+        if self.chunks:  # body bytes arrived (on_body appended them)
+            # Counted by the read, framing included: a high-water mark, not a body size.
+            self.buffered += len(data)
+            if self.buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+            self._wake()
 
     def eof_received(self) -> bool:
         return False  # close; connection_lost settles the response
@@ -126,14 +145,6 @@ class _Connection(asyncio.Protocol):
         self.status = self._parser.get_status_code()
         self.keep_alive = self._parser.should_keep_alive()
         self.headers_done = True
-        self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        self.buffered += len(body)
-        if self.buffered > _HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -165,6 +176,44 @@ class _Connection(asyncio.Protocol):
             handle.cancel()
             self._waiter = None
 
+    # -- a streamed body: one watchdog timer, not one per wait ------------------------------
+    def watch(self, seconds: float) -> None:
+        """Start the read watchdog of a streamed body: each :meth:`wait_body` fails with
+        :class:`TransportTimeout` after ``seconds`` without bytes, as :meth:`wait` does,
+        but one timer serves the whole stream (arming and cancelling a timer per wait
+        costs ~3 µs, paid on every token of a paced stream). Stop it with :meth:`unwatch`."""
+        self._watch_s = seconds
+        self._wait_started = self._loop.time()
+        self._watch = self._loop.call_later(seconds, self._watchdog)
+
+    def unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _watchdog(self) -> None:
+        waiter = self._waiter
+        now = self._loop.time()
+        if waiter is None or waiter.done():  # not waiting: look again a full period on
+            self._watch = self._loop.call_at(now + self._watch_s, self._watchdog)
+            return
+        deadline = self._wait_started + self._watch_s
+        if now < deadline:  # this wait started after the timer was armed
+            self._watch = self._loop.call_at(deadline, self._watchdog)
+            return
+        self._watch = None
+        waiter.set_exception(TransportTimeout("read timed out", "read"))
+
+    async def wait_body(self) -> None:
+        """Until something arrives, under the watchdog (:meth:`watch`)."""
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        self._wait_started = self._loop.time()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
     def check(self) -> None:
         if self.error is not None:
             error = self.error
@@ -174,7 +223,7 @@ class _Connection(asyncio.Protocol):
         """The body bytes received so far (reading resumes if it was paused)."""
         chunks = self.chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.chunks = []
+        chunks.clear()
         self.buffered = 0
         if self._paused and self.transport is not None:
             self._paused = False
@@ -208,14 +257,18 @@ class Http1Stream:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
-        while True:
-            if conn.chunks:
-                yield conn.take()
-                continue
-            if conn.complete:
-                return
-            conn.check()
-            await conn.wait(self._read)
+        conn.watch(self._read)
+        try:
+            while True:
+                if conn.chunks:
+                    yield conn.take()
+                    continue
+                if conn.complete:
+                    return
+                conn.check()
+                await conn.wait_body()
+        finally:
+            conn.unwatch()
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])

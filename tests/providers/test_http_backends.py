@@ -146,3 +146,56 @@ async def test_refused_connection_is_transport_error_not_timeout(backend: HTTPBa
     with pytest.raises(TransportError) as info:
         await backend.post(url, b"{}", {}, T)
     assert not isinstance(info.value, TransportTimeout)
+
+
+async def _paced_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Five events 0.15 s apart (each gap under T.read, together well over it), then a
+    silence of 0.6 s (over it), then one more event."""
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for i in range(6):
+        if i == 5:
+            await asyncio.sleep(0.6)
+        part = b"data: %d\n\n" % i
+        writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.15)
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+
+
+async def test_stream_read_timeout_counts_each_wait_not_the_whole_stream(
+    backend: HTTPBackend,
+) -> None:
+    # The read timeout bounds each wait for bytes: a stream that keeps sending more often
+    # than that runs for as long as it sends; a silence longer than it fails as a timeout.
+    server, url = await serve(_paced_stream)
+    got: list[bytes] = []
+    async with server:
+        with pytest.raises(TransportTimeout) as info:
+            async with backend.stream(url, b"{}", {}, T) as stream:
+                async for c in stream.chunks():
+                    got.append(c)
+    assert info.value.phase == "read"
+    assert b"".join(got) == b"".join(b"data: %d\n\n" % i for i in range(5))
+
+
+async def test_stream_consumer_slower_than_the_read_timeout_is_not_a_timeout(
+    backend: HTTPBackend,
+) -> None:
+    # Time the consumer spends away (a slow client) is not a wait for the upstream: the
+    # upstream sent everything at once, the consumer pauses 0.5 s (over T.read) per chunk.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        part = b"data: x\n\n"
+        writer.write((f"{len(part):x}\r\n".encode() + part + b"\r\n") * 3 + b"0\r\n\r\n")
+        await writer.drain()
+
+    server, url = await serve(handler)
+    async with server, backend.stream(url, b"{}", {}, T) as stream:
+        data = b""
+        async for c in stream.chunks():
+            data += c
+            await asyncio.sleep(0.5)
+    assert data == b"data: x\n\n" * 3
