@@ -1,15 +1,22 @@
 """SSE in: an OpenAI-compatible chunk stream cut into :class:`StreamChunk`\\ s, one per read.
 
-The gateway forwards an upstream's events as they are, so the per-token work is kept to byte
-checks. :meth:`ChunkReader.feed` takes one network read and returns what it completed:
+The gateway forwards an upstream's events as they are, so the per-token work is kept to a
+few byte scans per network read (each a C loop; on a paced stream a read is one event, so
+what counts there is the number of calls, not bytes). :meth:`ChunkReader.feed` takes one
+network read and returns what it completed:
 
 * a run of ordinary content events (the bulk of a stream once the first token is out) is
   checked with a few scans over the whole run and forwarded as one slice, never split;
 * the events the gateway must read are handled one by one: those before the first token (to
-  find it), those that carry usage or a finish reason (JSON-parsed), ``[DONE]``, a mid-stream
+  find it), the one that carries usage (JSON-parsed: billing), ``[DONE]``, a mid-stream
   ``{"error"…}`` event, and anything not framed as one ``data: `` line (``\\r\\n`` line ends,
   comments, ``event:`` fields, multi-line data), which is re-framed as ``data: …\\n\\n``;
 * the usage event with no choices becomes a chunk of its own, so the relay can hide it.
+
+Finish reasons are not read: nothing in the relay uses them, and the scan for
+``"finish_reason":"`` was the dearest of all (every OpenAI event holds
+``"finish_reason":null``, so the needle half-matches in each one). The finish event is
+forwarded like any other.
 
 An event split across reads waits in the reader until its blank line arrives.
 """
@@ -27,40 +34,34 @@ _SEP = b"\n\n"
 _DATA = b"data: "
 _FRAMING = len(_DATA) + len(_SEP)
 _USAGE = b'"usage":{'
-_FINISH = b'"finish_reason":"'
-# The same keys as written by an upstream that spaces its JSON (e.g. Python's json.dumps).
+# The same key as written by an upstream that spaces its JSON (e.g. Python's json.dumps).
 _USAGE_SPACED = b'"usage": {'
-_FINISH_SPACED = b'"finish_reason": "'
 _ERROR = b'{"error"'
 _DONE = b"[DONE]"
+# Inside a plain run every event starts with "data: ", so an error event is looked for with
+# that prefix: a longer needle is a faster scan (bytes.find skips by its length).
+_ERROR_EVENT = _DATA + _ERROR
 # A plain run is made of events that are each one line "data: {…}" (compact JSON objects),
-# so it starts with _PLAIN_START and has one _PLAIN_NEXT per event after the first.
+# so it starts with _PLAIN_START and has one _PLAIN_NEXT per event after the first, and
+# exactly two newlines per event. "data: [DONE]" fails that shape (it is not an object), so
+# it needs no scan of its own; a usage or error event has the shape and needs one.
 _PLAIN_START = b'data: {"'
 _PLAIN_NEXT = _SEP + _PLAIN_START
-# Any of these in a run sends its event down the one-by-one path. Inside a plain run every
-# event starts with "data: ", so [DONE] and error events are looked for with that prefix:
-# a longer needle is a faster scan (bytes.find skips by its length).
-_MARKERS = (
-    _USAGE,
-    _FINISH,
-    _USAGE_SPACED,
-    _FINISH_SPACED,
-    _DATA + _ERROR,
-    _DATA + _DONE,
-    b"\r",
-)
+# Any of these in a run sends its event down the one-by-one path ("\r" only when the read
+# holds one: a lone "\r" ends a line in SSE).
+_MARKERS = (_USAGE, _USAGE_SPACED, _ERROR_EVENT)
+_MARKERS_CR = (*_MARKERS, b"\r")
 
 
 class _Group:
     """The events of one read that go out together as one chunk."""
 
-    __slots__ = ("parts", "content", "usage", "finish", "content_bytes")
+    __slots__ = ("parts", "content", "usage", "content_bytes")
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
         self.content = False
         self.usage: Usage | None = None
-        self.finish: str | None = None
         self.content_bytes = 0
 
     def flush(self, out: list[StreamChunk]) -> None:
@@ -69,13 +70,10 @@ class _Group:
         if not parts:
             return
         data = parts[0] if len(parts) == 1 else b"".join(parts)
-        out.append(
-            StreamChunk(data, self.content, self.usage, False, self.finish, self.content_bytes)
-        )
+        out.append(StreamChunk(data, self.content, self.usage, False, None, self.content_bytes))
         self.parts = []
         self.content = False
         self.usage = None
-        self.finish = None
         self.content_bytes = 0
 
 
@@ -97,11 +95,12 @@ class ChunkReader:
     reaches the client (as it would have, read by read) before the stream fails.
     """
 
-    __slots__ = ("_deployment", "_rest", "_slow_until", "started", "done", "error")
+    __slots__ = ("_deployment", "_rest", "_slow_until", "_markers", "started", "done", "error")
 
     def __init__(self, deployment: str) -> None:
         self._deployment = deployment
         self._rest = b""
+        self._markers: tuple[bytes, ...] = _MARKERS
         self._slow_until = 0  # a run that failed the fast check is read event by event
         self.started = False
         self.done = False
@@ -110,21 +109,41 @@ class ChunkReader:
     def feed(self, raw: bytes) -> list[StreamChunk]:
         """The chunks made of the events this read completed (possibly none)."""
         buffer = self._rest + raw if self._rest else raw
-        if b"\r" in buffer:
+        cr = buffer.find(b"\r") >= 0
+        if cr:
             # Whole-buffer replace: a "\r" ending one read and its "\n" starting the next are
             # joined here first, since an unfinished event is always carried over.
             buffer = buffer.replace(b"\r\n", b"\n")
+            cr = buffer.find(b"\r") >= 0  # a lone "\r" left: its events go one by one
         end = buffer.rfind(_SEP) + 2  # past the last complete event
         if end < 2:
             self._rest = buffer
             return []
         self._slow_until = 0
-        if self.started:
-            stop, n = self._plain_run(buffer, 0, end)
-            if stop == end:  # the common read: nothing but content events
-                self._rest = buffer[end:]
-                data = buffer if end == len(buffer) else buffer[:end]
-                return [StreamChunk(data, True, None, False, None, end - n * _FRAMING)]
+        self._markers = _MARKERS_CR if cr else _MARKERS
+        if self.started and not cr:
+            # The common read: nothing but content events. Checked on the run as one object
+            # with plain calls (no start/end arguments): on a paced stream the run is one
+            # ~250-byte event, where each call's own cost is most of the scan's.
+            run = buffer if end == len(buffer) else buffer[:end]
+            if (
+                run.find(_USAGE) < 0
+                and run.find(_USAGE_SPACED) < 0
+                and run.find(_ERROR_EVENT) < 0
+                and run.startswith(_PLAIN_START)
+            ):
+                # One "data: {…}" line per event ([DONE] fails). A run of one event (every
+                # read of a paced stream) has no newline before its blank line.
+                first_nl = run.find(b"\n")
+                if first_nl == end - 2:
+                    n = 1
+                else:
+                    n = run.count(_PLAIN_NEXT) + 1
+                    if run.count(b"\n") != 2 * n:
+                        n = 0
+                if n:
+                    self._rest = buffer[end:]
+                    return [StreamChunk(run, True, None, False, None, end - n * _FRAMING)]
         out: list[StreamChunk] = []
         group = _Group()
         pos = 0
@@ -152,7 +171,7 @@ class ChunkReader:
         """Where the run of plain content events from ``pos`` ends, and how many events it
         holds (0: the event at ``pos`` must be read on its own)."""
         special = end
-        for marker in _MARKERS:
+        for marker in self._markers:
             at = buffer.find(marker, pos, special)
             if at >= 0:
                 special = at
@@ -200,8 +219,7 @@ class ChunkReader:
             )
             return -1
         has_usage = _USAGE in payload or _USAGE_SPACED in payload
-        finishes = _FINISH in payload or _FINISH_SPACED in payload
-        if self.started and not has_usage and not finishes:
+        if self.started and not has_usage:
             group.parts.append(framed)
             group.content = True
             group.content_bytes += len(payload)
@@ -219,14 +237,13 @@ class ChunkReader:
             event = {}
         choices = event.get("choices") or []
         content = False
-        finish = None
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta") or {}
             if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
                 content = True
-            finish = choice.get("finish_reason") or finish
+                break
         usage = Usage.from_openai(event.get("usage")) if has_usage else None
         if usage is not None and not choices:
             group.flush(out)
@@ -238,6 +255,4 @@ class ChunkReader:
             group.content_bytes += len(payload)
         if usage is not None:
             group.usage = usage
-        if finish is not None:
-            group.finish = finish
         return nxt

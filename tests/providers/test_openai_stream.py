@@ -78,8 +78,10 @@ def check_whole_stream(chunks: list[StreamChunk], reader: ChunkReader) -> None:
     (usage,) = [c for c in chunks if c.usage_only]
     assert usage is chunks[-1] and usage.data == sse(USAGE_EVENT)
     assert usage.usage is not None and usage.usage.completion_tokens == 3
-    assert sum(c.content_bytes for c in chunks) == sum(len(t) for t in TOKENS)
-    assert [c.finish_reason for c in body if c.finish_reason] == ["stop"]
+    # Every event relayed after the first token counts (the finish event too): the size the
+    # gateway estimates output tokens from when the upstream reports no usage.
+    assert sum(c.content_bytes for c in chunks) == sum(len(t) for t in TOKENS) + len(FINISH)
+    assert all(c.finish_reason is None for c in chunks)  # not read (nothing uses it)
     first = next(i for i, c in enumerate(body) if c.content)
     # Nothing before the first content chunk carries a token (failover stays invisible).
     assert TOKENS[0] in body[first].data
@@ -92,9 +94,9 @@ def test_one_read_is_one_chunk_plus_the_usage_event() -> None:
     assert len(chunks) == 2 and chunks[0].content
 
 
-def test_spaced_json_usage_and_finish_are_still_read() -> None:
+def test_spaced_json_usage_is_still_read() -> None:
     # Python's json.dumps spaces its JSON ("usage": {...}); the usage must still be read
-    # (billing) and its event kept apart (hidden unless asked), the finish reason seen.
+    # (billing) and its event kept apart (hidden unless asked).
     def spaced(raw: bytes) -> bytes:
         return json.dumps(orjson.loads(raw)).encode()
 
@@ -104,15 +106,19 @@ def test_spaced_json_usage_and_finish_are_still_read() -> None:
     assert reader.done and reader.error is None
     (usage,) = [c for c in chunks if c.usage_only]
     assert usage.usage is not None and usage.usage.completion_tokens == 3
-    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
-    assert sum(c.content_bytes for c in chunks) == sum(len(t) for t in tokens)
+    assert b"".join(c.data for c in chunks if not c.usage_only) == sse(
+        spaced(ROLE), *tokens, spaced(FINISH)
+    )
+    assert sum(c.content_bytes for c in chunks) == sum(len(t) for t in tokens) + len(spaced(FINISH))
 
 
 def test_event_by_event_reads() -> None:
     events = [sse(p) for p in [*EVENTS, b"[DONE]"]]
     chunks, reader = feed_all(events)
     check_whole_stream(chunks, reader)
-    assert [c.content for c in chunks] == [False] + [True] * 6 + [False, False]
+    # After the first token every forwarded event is marked content (the finish event too:
+    # the reader does not look inside plain events); the usage event is apart.
+    assert [c.content for c in chunks] == [False] + [True] * 7 + [False]
 
 
 def test_events_split_across_reads_wait_for_their_blank_line() -> None:
@@ -167,7 +173,7 @@ def test_several_events_and_done_in_one_read_stop_at_done() -> None:
     chunks, reader = feed_all([sse(ROLE, TOKENS[0]), sse(*TOKENS[1:], FINISH, b"[DONE]") + b"x"])
     assert reader.done
     assert b"".join(c.data for c in chunks) == sse(ROLE, *TOKENS, FINISH)
-    assert chunks[-1].finish_reason == "stop" and not chunks[-1].usage_only
+    assert not chunks[-1].usage_only
 
 
 def test_usage_on_a_chunk_with_choices_stays_in_it() -> None:
@@ -175,7 +181,7 @@ def test_usage_on_a_chunk_with_choices_stays_in_it() -> None:
     last["usage"] = USAGE
     final = orjson.dumps(last)
     (only,), reader = feed_all([sse(ROLE, TOKENS[0], final, b"[DONE]")])
-    assert not only.usage_only and only.usage is not None and only.finish_reason == "stop"
+    assert not only.usage_only and only.usage is not None
     assert only.data == sse(ROLE, TOKENS[0], final)
 
 
@@ -298,8 +304,10 @@ async def test_counted_usage_when_the_upstream_reports_none(gateway) -> None:
     usage = orjson.loads(events[-2].removeprefix("data: "))["usage"]
     (rec,) = [e for e in logs if e.get("event") == "request"]
     assert rec["usage_counted_by_gateway"] is True
-    # The gateway's count: content payload bytes / 40 (every token, the first one included).
-    assert usage["completion_tokens"] == rec["output_tokens"] == sum(map(len, TOKENS)) // 40
+    # The gateway's count: payload bytes relayed from the first token on / 40 (every token,
+    # the first one included, and the finish event).
+    counted = (sum(map(len, TOKENS)) + len(FINISH)) // 40
+    assert usage["completion_tokens"] == rec["output_tokens"] == counted
 
 
 async def test_error_event_mid_read_ends_the_client_stream_with_an_error(gateway) -> None:
