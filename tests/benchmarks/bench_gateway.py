@@ -4,8 +4,11 @@ through the gateway, alternating in one run, so machine noise hits both alike.
     python -m tests.benchmarks.bench_gateway [--repeats 3] [--workers 2] [--quick]
         [--features full|minimal] [--json out.json]
 
-The upstream is `pareto simulate --instant` (TTFT 0, no decode sleeps) in its own process;
-the load generator (tests/benchmarks/loadgen.py) is a third process whose CPU is reported.
+The upstream is `pareto simulate --instant` (TTFT 0, no decode sleeps) in its own process,
+so the gateway's own cost is what differs. The "paced" scenarios use a second simulator
+that sends its 256 tokens at PACED_TPS, one per network read as real upstreams do: there the
+gateway wakes once per token, and CPU per token is the relay's production cost. The load
+generator (tests/benchmarks/loadgen.py) is a third process whose CPU is reported.
 Reports medians (and min–max spread over repeats) of: added latency p50/p99 (via − direct),
 added TTFT p50/p99 for streams, throughput via/direct, gateway CPU ms per request, and RSS.
 Loopback only; every phase is bounded in requests and seconds. With --features full the
@@ -33,6 +36,9 @@ from tests.support.procs import free_port, wait_http
 ROOT = Path(__file__).resolve().parents[2]
 CLK = os.sysconf("SC_CLK_TCK")
 BENCH_KEY = "pk-bench-0000000000000000"
+# The paced upstream's decode speed: one token per network read, as real upstreams send them
+# (50-200 tokens/s), but fast enough to keep the run short. Per-token costs show here.
+PACED_TPS = 2000
 
 
 def pct(values: list[float], p: float) -> float:
@@ -85,9 +91,12 @@ class Scenario:
     max_tokens: int
     concurrency: int
     requests: int
+    paced: bool = False  # the upstream sends tokens at PACED_TPS, not all at once
 
 
-def bench_config(upstream: str, features: str, redis_url: str | None) -> dict[str, Any]:
+def bench_config(
+    upstream: str, features: str, redis_url: str | None, paced_upstream: str | None = None
+) -> dict[str, Any]:
     config: dict[str, Any] = {
         "include": [str(ROOT / "config" / "policies.yaml")],
         "models": {
@@ -113,6 +122,23 @@ def bench_config(upstream: str, features: str, redis_url: str | None) -> dict[st
             },
         },
     }
+    if paced_upstream is not None:
+        # Named by the paced scenarios only (routing with the model pinned). "auto" must
+        # never pick it: lower quality, dearer and slower than the instant deployments, on
+        # paper and as measured, so it is dominated (off the Pareto frontier).
+        config["models"]["bench-paced"] = {
+            "quality": 30,
+            "context_window": 128000,
+            "capabilities": ["json"],
+        }
+        config["deployments"]["bench-paced@sim"] = {
+            "kind": "openai_compat",
+            "base_url": paced_upstream,
+            "upstream_model": "bench",
+            "price": {"input": 30, "output": 150},
+            "ttft_s": 1.0,
+            "decode_tps": 20,
+        }
     if features == "full":
         # Auth on with budget and rate-limit accounting (limits far above what the run uses).
         config["auth"] = {
@@ -201,6 +227,8 @@ def main() -> None:
         Scenario("stream16 c=1", True, 16, 1, int(600 * scale)),
         Scenario("stream256 c=1", True, 256, 1, int(300 * scale)),
         Scenario("stream16 c=64", True, 16, 64, int(3000 * scale)),
+        Scenario("paced256 c=1", True, 256, 1, int(50 * scale), paced=True),
+        Scenario("paced256 c=32", True, 256, 32, int(640 * scale), paced=True),
     ]
     tmp = Path(tempfile.mkdtemp(prefix="pareto-bench-"))
     sim_port, gw_port = free_port(), free_port()
@@ -211,8 +239,26 @@ def main() -> None:
         f"http://127.0.0.1:{sim_port}/healthz",
         tmp / "sim.log",
     )
+    paced_port = free_port()
+    paced_upstream = f"http://127.0.0.1:{paced_port}/v1"
+    paced_sim = start(
+        [
+            "simulate",
+            "--port",
+            str(paced_port),
+            "--ttft-ms",
+            "0",
+            "--tps",
+            str(PACED_TPS),
+            "--output-tokens",
+            "256",
+        ],
+        {},
+        f"http://127.0.0.1:{paced_port}/healthz",
+        tmp / "paced-sim.log",
+    )
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    config = bench_config(upstream, args.features, redis_url)
+    config = bench_config(upstream, args.features, redis_url, paced_upstream)
     cfg_path = tmp / "bench.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     # Full features log every request (info, the production default) to the log file;
@@ -237,24 +283,31 @@ def main() -> None:
     )
     results: dict[str, list[dict[str, float]]] = {}
     try:
-        direct_url = f"{upstream}/chat/completions"
         via_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         if args.soak:
             soak(via_url, args, gw.pid, tmp)
             return
+
+        def direct_url(sc: Scenario) -> str:
+            return f"{paced_upstream if sc.paced else upstream}/chat/completions"
+
+        def via_model(sc: Scenario) -> str:
+            return "bench-paced" if sc.paced else args.model
+
         for sc in scenarios:  # warm-up both paths
             body = request_body(sc, "bench")
-            load(direct_url, body, 100, min(sc.concurrency, 16), tmp)
-            load(via_url, request_body(sc, args.model), 100, min(sc.concurrency, 16), tmp)
+            load(direct_url(sc), body, 100, min(sc.concurrency, 16), tmp)
+            load(via_url, request_body(sc, via_model(sc)), 100, min(sc.concurrency, 16), tmp)
         rss_start = sum(worker_rss(gw.pid))
         for rep in range(args.repeats):
             for sc in scenarios:
                 direct = load(
-                    direct_url, request_body(sc, "bench"), sc.requests, sc.concurrency, tmp
+                    direct_url(sc), request_body(sc, "bench"), sc.requests, sc.concurrency, tmp
                 )
                 pids = tree_pids(gw.pid)
                 cpu0 = cpu_seconds(pids)
-                via = load(via_url, request_body(sc, args.model), sc.requests, sc.concurrency, tmp)
+                body = request_body(sc, via_model(sc))
+                via = load(via_url, body, sc.requests, sc.concurrency, tmp)
                 cpu = cpu_seconds(pids) - cpu0
                 n_via = len(via["latencies"])
                 row = {
@@ -273,6 +326,7 @@ def main() -> None:
                     "errors": via["errors"] + direct["errors"],
                 }
                 if sc.stream:
+                    row["cpu_us_per_token"] = row["gateway_cpu_ms_per_req"] * 1e3 / sc.max_tokens
                     row["added_ttft_p50_ms"] = (
                         pct(via["ttfts"], 50) - pct(direct["ttfts"], 50)
                     ) * 1e3
@@ -289,6 +343,7 @@ def main() -> None:
     finally:
         stop(gw)
         stop(sim)
+        stop(paced_sim)
     workers = max(1, args.workers)
     print(
         f"\nGateway: {args.workers} worker(s), features={args.features}, model={args.model}; "
@@ -302,6 +357,7 @@ def main() -> None:
         "added_ttft_p99_ms",
         "throughput_ratio",
         "gateway_cpu_ms_per_req",
+        "cpu_us_per_token",
         "loadgen_cpu_share",
         "direct_rps",
         "via_rps",
