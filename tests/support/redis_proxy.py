@@ -11,13 +11,16 @@ script's SHA1, which ``EVALSHA`` carries), and then
 - ``freeze``: it reaches Redis and is answered; from then on nothing any client sends
   reaches Redis (a worker cut off for good, as if it had died).
 
-Each rule fires ``times`` times. Everything else passes through untouched.
+Each rule fires ``times`` times. Everything else passes through untouched, and what the
+clients send is kept in ``sent``, one item per read (commands written together arrive
+together on loopback: that is how a test sees them share a round trip).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -38,7 +41,9 @@ class RedisProxy:
         self._frozen = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closers: set[Callable[[], None]] = set()
         self.fired: list[str] = []  # the modes that fired, in order
+        self.sent: list[bytes] = []  # what clients sent, one item per read
         self.url = ""
 
     def on(self, needle: str | bytes, mode: str, times: int = 1) -> None:
@@ -64,8 +69,8 @@ class RedisProxy:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
+        for close in list(self._closers):
+            close()  # each connection's handler then ends on its own
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
 
@@ -74,11 +79,18 @@ class RedisProxy:
         assert task is not None
         self._tasks.add(task)
         server_r, server_w = await asyncio.open_connection("127.0.0.1", self._target_port)
+
+        def close() -> None:
+            client_w.transport.abort()
+            server_w.transport.abort()
+
+        self._closers.add(close)
         late = asyncio.Event()  # the next reply is to be held back
         cut = asyncio.Event()  # the client's side was dropped after a command went on
 
         async def up() -> None:
             while data := await client_r.read(65536):
+                self.sent.append(data)
                 if self._frozen:
                     continue
                 mode = self._match(data)
@@ -109,12 +121,14 @@ class RedisProxy:
             await asyncio.wait([sending, receiving], return_when=asyncio.FIRST_COMPLETED)
             client_w.transport.abort()
             if cut.is_set():
-                await asyncio.wait_for(receiving, 2.0)
+                await asyncio.wait([receiving], timeout=2.0)
         finally:
             sending.cancel()
             receiving.cancel()
+            await asyncio.gather(sending, receiving, return_exceptions=True)
             server_w.close()
             client_w.transport.abort()
             with contextlib.suppress(OSError):
                 await server_w.wait_closed()
+            self._closers.discard(close)
             self._tasks.discard(task)
