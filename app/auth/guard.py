@@ -161,7 +161,8 @@ class Ticket:
         periods = self._periods = self._periods or Periods.at(now)
         amount = to_nano(est_cost_usd)
         hold_id = self._hold_id = self._hold_id or guard.new_hold_id()
-        holding, self._holding = self._holding, True  # from here on it may be applied
+        holding = self._holding
+        self._holding = holding or amount > 0  # from here on it may be applied
         try:
             verdict = await guard.ledger.hold(
                 limits, amount, periods, now, hold_id=hold_id, ttl_s=deadline_s + HOLD_GRACE_S

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from app.auth.config import ApiKey
 from app.auth.guard import HOLD_GRACE_S, Guard
-from app.auth.ledger import _HOLD, _SETTLE, Periods, RedisLedger, to_nano
+from app.auth.ledger import _HOLD, _SETTLE, MemoryLedger, Periods, RedisLedger, to_nano
 from app.errors import LimitsUnavailableError
 from app.fastredis import FastRedis
 from app.telemetry.record import Record
@@ -189,3 +189,23 @@ async def test_a_release_that_fails_is_retried_after_a_pause(shared, proxy, redi
     finally:
         await guard.aclose(wait_s=1)
         await hot.aclose()
+
+
+async def test_a_free_request_holds_and_settles_without_a_settle_round_trip() -> None:
+    # A zero estimate records nothing, so there is nothing to release afterwards.
+    settles: list[str | None] = []
+
+    class Counting(MemoryLedger):
+        async def settle(self, limits, hold_id, actual, extra_tokens, periods, now) -> None:
+            settles.append(hold_id)
+            await super().settle(limits, hold_id, actual, extra_tokens, periods, now)
+
+    guard = Guard(Counting(), clock=lambda: NOON)
+    ticket = await guard.admit(ApiKey(name="team", key_hash="x", daily_usd=1.0), {})
+    await ticket.hold(0.0, deadline_s=900)
+    await ticket.settle(Record(request_id="r"))
+    assert settles == []
+    paid = await guard.admit(ApiKey(name="team", key_hash="x", daily_usd=1.0), {})
+    await paid.hold(0.001, deadline_s=900)
+    await paid.settle(Record(request_id="r"))
+    assert len(settles) == 1 and settles[0] is not None
