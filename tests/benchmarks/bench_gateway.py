@@ -2,7 +2,7 @@
 through the gateway, alternating in one run, so machine noise hits both alike.
 
     python -m tests.benchmarks.bench_gateway [--repeats 3] [--workers 2] [--quick]
-        [--features full|minimal] [--json out.json]
+        [--features full|minimal] [--floor] [--json out.json]
 
 The upstream is `pareto simulate --instant` (TTFT 0, no decode sleeps) in its own process,
 so the gateway's own cost is what differs. The "paced" scenarios use a second simulator
@@ -13,6 +13,9 @@ Reports medians (and min–max spread over repeats) of: added latency p50/p99 (v
 added TTFT p50/p99 for streams, throughput via/direct, gateway CPU ms per request, and RSS.
 Loopback only; every phase is bounded in requests and seconds. With --features full the
 gateway logs every request (info, the production default); minimal turns request lines off.
+With --floor, a forwarder that does nothing but relay (tests/benchmarks/floor_forwarder.py,
+same server stack and HTTP client, same worker count) is measured in the same run too: the
+floor any gateway on this stack pays, beside what the gateway's features add above it.
 """
 
 from __future__ import annotations
@@ -210,6 +213,12 @@ def main() -> None:
     parser.add_argument("--model", default="auto", help="model or policy the requests name")
     parser.add_argument("--json", help="write the raw summary here")
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure a forwarder that does nothing but relay (floor_forwarder.py), "
+        "in the same run: the floor for any gateway on this stack",
+    )
+    parser.add_argument(
         "--soak",
         type=int,
         default=0,
@@ -281,6 +290,38 @@ def main() -> None:
         f"http://127.0.0.1:{gw_port}/healthz",
         tmp / "gw.log",
     )
+    floor = None
+    if args.floor:
+        floor_port = free_port()
+        floor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "tests.benchmarks.floor_forwarder:app",
+                "--port",
+                str(floor_port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--workers",
+                str(args.workers),
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "FLOOR_UPSTREAM": upstream,
+                "FLOOR_PACED_UPSTREAM": paced_upstream,
+            },
+            stdout=(tmp / "floor.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(f"http://127.0.0.1:{floor_port}/healthz", proc=floor)
+        floor_url = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
     results: dict[str, list[dict[str, float]]] = {}
     try:
         via_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
@@ -298,6 +339,8 @@ def main() -> None:
             body = request_body(sc, "bench")
             load(direct_url(sc), body, 100, min(sc.concurrency, 16), tmp)
             load(via_url, request_body(sc, via_model(sc)), 100, min(sc.concurrency, 16), tmp)
+            if floor is not None:
+                load(floor_url, request_body(sc, via_model(sc)), 100, min(sc.concurrency, 16), tmp)
         rss_start = sum(worker_rss(gw.pid))
         for rep in range(args.repeats):
             for sc in scenarios:
@@ -325,6 +368,20 @@ def main() -> None:
                     "loadgen_cpu_share": via["cpu_s"] / via["wall_s"],
                     "errors": via["errors"] + direct["errors"],
                 }
+                if floor is not None:
+                    floor_pids = tree_pids(floor.pid)
+                    cpu0 = cpu_seconds(floor_pids)
+                    fl = load(floor_url, body, sc.requests, sc.concurrency, tmp)
+                    floor_cpu = cpu_seconds(floor_pids) - cpu0
+                    n_floor = len(fl["latencies"])
+                    row["floor_added_p50_ms"] = (
+                        pct(fl["latencies"], 50) - pct(direct["latencies"], 50)
+                    ) * 1e3
+                    row["floor_throughput_ratio"] = (n_floor / fl["wall_s"]) / (
+                        len(direct["latencies"]) / direct["wall_s"]
+                    )
+                    row["floor_cpu_ms_per_req"] = floor_cpu * 1e3 / max(n_floor, 1)
+                    row["errors"] += fl["errors"]
                 if sc.stream:
                     row["cpu_us_per_token"] = row["gateway_cpu_ms_per_req"] * 1e3 / sc.max_tokens
                     row["added_ttft_p50_ms"] = (
@@ -344,6 +401,8 @@ def main() -> None:
         stop(gw)
         stop(sim)
         stop(paced_sim)
+        if floor is not None:
+            stop(floor)
     workers = max(1, args.workers)
     print(
         f"\nGateway: {args.workers} worker(s), features={args.features}, model={args.model}; "
@@ -358,6 +417,9 @@ def main() -> None:
         "throughput_ratio",
         "gateway_cpu_ms_per_req",
         "cpu_us_per_token",
+        "floor_added_p50_ms",
+        "floor_throughput_ratio",
+        "floor_cpu_ms_per_req",
         "loadgen_cpu_share",
         "direct_rps",
         "via_rps",
