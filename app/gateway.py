@@ -84,9 +84,15 @@ def drop_prefetch(ctx: RequestContext) -> None:
 
 
 def cost_usd(deployment: Deployment, usage: Usage) -> float:
-    """Actual cost from usage and the catalog's prices (cached input at its price)."""
+    """Actual cost from usage and the catalog's prices (cache reads and writes at theirs)."""
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    written = min(usage.cache_creation_tokens, usage.prompt_tokens - cached)
     return deployment.static_cost_usd(
-        usage.prompt_tokens, usage.completion_tokens, min(usage.cached_tokens, usage.prompt_tokens)
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        cached,
+        written,
+        min(usage.cache_creation_1h_tokens, written),
     )
 
 
@@ -244,6 +250,7 @@ class Gateway:
         rec.deployment = dep.id
         rec.input_tokens = usage.prompt_tokens
         rec.cached_input_tokens = usage.cached_tokens
+        rec.cache_write_input_tokens = usage.cache_creation_tokens
         rec.cache_hit = usage.cached_tokens > 0
         rec.output_tokens = usage.completion_tokens
         rec.usage_counted_by_gateway = not usage.reported

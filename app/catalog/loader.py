@@ -27,13 +27,30 @@ from app.catalog.model import (
     Policy,
     RoutingConfig,
 )
-from app.catalog.spec import ConfigSpec, DeploymentSpec, ModelSpec, RoutingSpec
+from app.catalog.spec import ConfigSpec, DeploymentSpec, ModelSpec, PriceSpec, RoutingSpec
 from app.errors import RouterFileError
 from app.routing.learned import LearnedScorer
 
 log = structlog.get_logger("pareto.catalog")
 
 _PER_TOKEN = 1e-6
+# Anthropic bills prompt-cache writes above the base input price: 1.25x for the 5-minute
+# cache, 2x for the 1-hour cache (reads are ``cached_input``, 0.1x in its price list). Used
+# when a ``kind: anthropic`` deployment's price leaves ``cache_write``/``cache_write_1h`` out.
+ANTHROPIC_CACHE_WRITE = 1.25
+ANTHROPIC_CACHE_WRITE_1H = 2.0
+
+
+def cache_write_prices(kind: str, price: PriceSpec) -> tuple[float, float]:
+    """USD per million tokens written to the 5-minute and the 1-hour prompt cache."""
+    anthropic = kind == "anthropic"
+    write = price.cache_write
+    if write is None:
+        write = price.input * ANTHROPIC_CACHE_WRITE if anthropic else price.input
+    write_1h = price.cache_write_1h
+    if write_1h is None:
+        write_1h = price.input * ANTHROPIC_CACHE_WRITE_1H if anthropic else write
+    return write, write_1h
 
 
 class ConfigError(Exception):
@@ -180,6 +197,7 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
             disabled[dep_id] = "enabled: false in config"
             continue
         price = d.price
+        cache_write, cache_write_1h = cache_write_prices(d.kind, price)
         compiled.append(
             Deployment(
                 id=dep_id,
@@ -195,6 +213,8 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
                 )
                 * _PER_TOKEN,
                 price_output=price.output * _PER_TOKEN,
+                price_cache_write=cache_write * _PER_TOKEN,
+                price_cache_write_1h=cache_write_1h * _PER_TOKEN,
                 batch_discount=price.batch_discount,
                 ttft_s=d.ttft_s,
                 decode_tps=d.decode_tps,

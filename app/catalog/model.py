@@ -62,19 +62,40 @@ class Deployment:
     api_key_env: str | None = None
     api_key: str | None = field(default=None, repr=False, compare=False)
     prompt_cache: bool = False
+    # Input written to the provider's prompt cache (5-minute / 1-hour). The loader always
+    # sets them (Anthropic's multipliers when the config leaves them out); None = input price.
+    price_cache_write: float | None = None
+    price_cache_write_1h: float | None = None
 
     @property
     def faults(self) -> FaultSpec:
         return self.simulation.faults if self.simulation else FaultSpec()
 
-    def static_cost_usd(self, n_in: int, n_out: int, n_cached: int = 0) -> float:
-        """``(n_in·p_in + n_out·p_out)/1e6`` with the cached part of the input at its price."""
-        fresh = max(n_in - n_cached, 0)
-        return (
+    def static_cost_usd(
+        self,
+        n_in: int,
+        n_out: int,
+        n_cached: int = 0,
+        n_cache_write: int = 0,
+        n_cache_write_1h: int = 0,
+    ) -> float:
+        """``n_in·p_in + n_out·p_out`` with each part of the input at its own price.
+
+        ``n_in`` counts every input token: ``n_cached`` of them were read from the provider's
+        prompt cache, ``n_cache_write`` written to it (``n_cache_write_1h`` of those to the
+        1-hour cache); the rest are fresh.
+        """
+        fresh = max(n_in - n_cached - n_cache_write, 0)
+        cost = (
             fresh * self.price_input
             + n_cached * self.price_cached_input
             + n_out * self.price_output
         )
+        if n_cache_write:
+            write = self.price_input if self.price_cache_write is None else self.price_cache_write
+            write_1h = write if self.price_cache_write_1h is None else self.price_cache_write_1h
+            cost += (n_cache_write - n_cache_write_1h) * write + n_cache_write_1h * write_1h
+        return cost
 
     def static_latency_s(self, n_out: int) -> float:
         """``TTFT + n_out / decode_tps`` from the catalog's figures."""

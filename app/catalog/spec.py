@@ -52,11 +52,24 @@ class ModelSpec(_Spec):
 
 
 class PriceSpec(_Spec):
-    """USD per million tokens."""
+    """USD per million tokens.
+
+    ``cache_write`` prices input tokens written to a provider's prompt cache (Anthropic's
+    ``cache_creation_input_tokens``, 5-minute cache), ``cache_write_1h`` those written to the
+    1-hour cache. Anthropic bills them above the plain input price, so left out they default
+    to its published multipliers on ``kind: anthropic`` (1.25x and 2x input) and to ``input``
+    elsewhere (see :mod:`app.catalog.loader`).
+    """
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cached_input: float | None = Field(default=None, ge=0, description="defaults to input")
+    cache_write: float | None = Field(
+        default=None, ge=0, description="defaults to 1.25x input (anthropic) or input"
+    )
+    cache_write_1h: float | None = Field(
+        default=None, ge=0, description="defaults to 2x input (anthropic) or cache_write"
+    )
     batch_discount: float = Field(default=0.0, ge=0, lt=1, description="fraction off, batch API")
 
 

@@ -8,7 +8,10 @@
   ``content_filter``.
 - Usage: OpenAI's ``prompt_tokens`` counts every input token, so it is
   ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``;
-  ``prompt_tokens_details.cached_tokens`` is ``cache_read_input_tokens``.
+  ``prompt_tokens_details.cached_tokens`` is ``cache_read_input_tokens``. The cache writes
+  are kept apart in :class:`Usage` (``cache_creation_tokens``, and from
+  ``cache_creation.ephemeral_1h_input_tokens`` the part written to the 1-hour cache) because
+  Anthropic bills them above the input price (1.25x, 1-hour 2x).
 - :class:`StreamTranslator` turns stream events into OpenAI chunks one by one; an ``error``
   event raises the matching :class:`UpstreamError`.
 """
@@ -66,6 +69,14 @@ def _count(raw: Mapping[str, Any], key: str) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+def _count_1h(raw: Mapping[str, Any]) -> int | None:
+    """``cache_creation.ephemeral_1h_input_tokens``, None when the usage has no breakdown."""
+    breakdown = raw.get("cache_creation")
+    if not isinstance(breakdown, Mapping) or breakdown.get("ephemeral_1h_input_tokens") is None:
+        return None
+    return _count(breakdown, "ephemeral_1h_input_tokens")
+
+
 def usage_from_anthropic(raw: Any) -> Usage | None:
     """Usage in the gateway's terms; cached and cache-creation tokens are part of the prompt."""
     if not isinstance(raw, Mapping):
@@ -77,6 +88,7 @@ def usage_from_anthropic(raw: Any) -> Usage | None:
         completion_tokens=_count(raw, "output_tokens"),
         cached_tokens=cached,
         cache_creation_tokens=creation,
+        cache_creation_1h_tokens=min(_count_1h(raw) or 0, creation),
     )
 
 
@@ -229,12 +241,22 @@ class StreamTranslator:
             u.cached_tokens = _count(raw, "cache_read_input_tokens")
         if raw.get("cache_creation_input_tokens") is not None:
             u.cache_creation_tokens = _count(raw, "cache_creation_input_tokens")
+        one_hour = _count_1h(raw)
+        if one_hour is not None:
+            u.cache_creation_1h_tokens = one_hour
+        u.cache_creation_1h_tokens = min(u.cache_creation_1h_tokens, u.cache_creation_tokens)
         u.prompt_tokens = fresh + u.cached_tokens + u.cache_creation_tokens
 
     @property
     def usage(self) -> Usage:
         u = self._usage
-        return Usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_creation_tokens)
+        return Usage(
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.cache_creation_tokens,
+            u.cache_creation_1h_tokens,
+        )
 
     def feed(self, event: Mapping[str, Any]) -> StreamChunk | None:
         """The chunk for one event, or None when the event has no OpenAI counterpart."""

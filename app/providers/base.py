@@ -27,12 +27,19 @@ from app.errors import (
 
 @dataclass(slots=True)
 class Usage:
-    """Token usage of one attempt. ``reported`` is False when the gateway counted itself."""
+    """Token usage of one attempt. ``reported`` is False when the gateway counted itself.
+
+    ``prompt_tokens`` counts every input token; ``cached_tokens`` of them were read from the
+    provider's prompt cache and ``cache_creation_tokens`` written to it (Anthropic), of which
+    ``cache_creation_1h_tokens`` went to the 1-hour cache. Each part has its own price
+    (:meth:`app.catalog.model.Deployment.static_cost_usd`).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
     reported: bool = True
 
     def to_openai(self) -> dict[str, Any]:

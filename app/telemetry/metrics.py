@@ -21,7 +21,8 @@ policy, status)                                         HTTP status (499 = clien
 ``pareto_cost_usd_total`` (model, deployment)           ``cost_usd`` (a cascade's escalated
                                                         ``tiers`` items: their own deployment)
 ``pareto_input_tokens_total`` / ``pareto_cached_input   ``input_tokens`` / ``cached_input_tokens``
-_tokens_total`` / ``pareto_output_tokens_total``        / ``output_tokens``
+_tokens_total`` / ``pareto_cache_write_input_tokens     / ``cache_write_input_tokens`` /
+_total`` / ``pareto_output_tokens_total``               ``output_tokens``
 (model, deployment)
 ``pareto_fallbacks_total`` (reason) and                 each ``attempt_log`` item that has a
 ``pareto_upstream_failures_total`` (deployment, reason) ``fallback_reason`` (one failed attempt)
@@ -126,6 +127,7 @@ class _DeploymentSeries:
         "cost",
         "input_tokens",
         "cached_tokens",
+        "cache_write_tokens",
         "output_tokens",
     )
 
@@ -136,6 +138,7 @@ class _DeploymentSeries:
         self.cost = m.cost.labels(model, deployment)
         self.input_tokens = m.input_tokens.labels(model, deployment)
         self.cached_tokens = m.cached_tokens.labels(model, deployment)
+        self.cache_write_tokens = m.cache_write_tokens.labels(model, deployment)
         self.output_tokens = m.output_tokens.labels(model, deployment)
 
 
@@ -206,6 +209,12 @@ class Metrics:
         self.cached_tokens = Counter(
             "pareto_cached_input_tokens",
             "Prompt tokens the upstream served from its prompt cache",
+            ["model", "deployment"],
+            registry=r,
+        )
+        self.cache_write_tokens = Counter(
+            "pareto_cache_write_input_tokens",
+            "Prompt tokens the upstream wrote to its prompt cache (billed above input)",
             ["model", "deployment"],
             registry=r,
         )
@@ -378,6 +387,8 @@ class Metrics:
                 series.input_tokens.inc(rec.input_tokens)
             if rec.cached_input_tokens:
                 series.cached_tokens.inc(rec.cached_input_tokens)
+            if rec.cache_write_input_tokens:
+                series.cache_write_tokens.inc(rec.cache_write_input_tokens)
             if rec.output_tokens:
                 series.output_tokens.inc(rec.output_tokens)
         if rec.gateway_overhead_ms is not None:

@@ -29,6 +29,8 @@ class Record:
     stream: bool = False
     input_tokens: int = 0
     cached_input_tokens: int = 0
+    # Input tokens written to the provider's prompt cache (Anthropic), billed above input.
+    cache_write_input_tokens: int = 0
     output_tokens: int = 0
     cache_hit: bool = False
     usage_counted_by_gateway: bool = False

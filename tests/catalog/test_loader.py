@@ -85,3 +85,46 @@ def test_catalog_check_command(write_config, capsys: pytest.CaptureFixture[str])
     assert main(["catalog", "check", str(path)]) == 1
     err = capsys.readouterr().err
     assert "deployments.small@sim.ttft_s" in err and "1 problem(s)" in err
+
+
+def test_cache_write_prices_default_to_anthropics_multipliers(write_config) -> None:
+    def dep(kind: str, **price: float) -> dict[str, object]:
+        extra = {"base_url": "https://upstream.test", "api_key_env": "TEST_UPSTREAM_KEY"}
+        return {
+            "kind": kind,
+            **extra,
+            "price": {"input": 4, "output": 8, "cached_input": 0.4, **price},
+            "ttft_s": 1,
+            "decode_tps": 50,
+        }
+
+    config = small_config(
+        **{
+            "big@anthropic": dep("anthropic"),
+            "big@priced": dep("anthropic", cache_write=6, cache_write_1h=9),
+            "small@openai": dep("openai_compat"),
+        }
+    )
+    catalog = load_catalog(write_config(config), env={"TEST_UPSTREAM_KEY": "test-value"})
+    anthropic = catalog.by_id["big@anthropic"]
+    assert anthropic.price_cache_write == pytest.approx(5e-6)  # 1.25 x input
+    assert anthropic.price_cache_write_1h == pytest.approx(8e-6)  # 2 x input
+    priced = catalog.by_id["big@priced"]
+    assert (priced.price_cache_write, priced.price_cache_write_1h) == pytest.approx((6e-6, 9e-6))
+    openai = catalog.by_id["small@openai"]  # no write surcharge outside Anthropic
+    assert openai.price_cache_write == openai.price_cache_write_1h == pytest.approx(4e-6)
+    # 100 fresh, 1000 read, 300 written (200 of them to the 1-hour cache), 10 out.
+    cost = anthropic.static_cost_usd(
+        1400, 10, n_cached=1000, n_cache_write=300, n_cache_write_1h=200
+    )
+    assert cost == pytest.approx((100 * 4 + 1000 * 0.4 + 100 * 5 + 200 * 8 + 10 * 8) / 1e6)
+
+
+def test_shipped_anthropic_prices_spell_out_the_cache_write_prices() -> None:
+    catalog = load_catalog(ROOT / "config" / "catalog.yaml", env={"ANTHROPIC_API_KEY": "test-key"})
+    anthropic = [d for d in catalog.deployments if d.kind == "anthropic"]
+    assert len(anthropic) == 3
+    for dep in anthropic:
+        assert dep.price_cache_write == pytest.approx(1.25 * dep.price_input), dep.id
+        assert dep.price_cache_write_1h == pytest.approx(2 * dep.price_input), dep.id
+        assert dep.price_cached_input == pytest.approx(0.1 * dep.price_input), dep.id

@@ -492,6 +492,19 @@ async def test_text_answer_with_cache_usage(deployment) -> None:
     assert result.usage.cached_tokens == 3400 and result.usage.cache_creation_tokens == 1250
 
 
+async def test_one_hour_cache_writes_are_told_apart(deployment) -> None:
+    message = wire_json("message_text.json")
+    message["usage"]["cache_creation"] = {
+        "ephemeral_5m_input_tokens": 250,
+        "ephemeral_1h_input_tokens": 1000,
+    }
+    async with respx.mock() as mock, httpx.AsyncClient() as client:
+        mock.post(URL).respond(200, json=message)
+        usage = (await AnthropicProvider(client).complete(call(deployment))).usage
+    assert usage.cache_creation_tokens == 1250 and usage.cache_creation_1h_tokens == 1000
+    assert usage.prompt_tokens == 21 + 3400 + 1250
+
+
 async def test_tool_use_answer_becomes_tool_calls(deployment) -> None:
     body = (await complete(deployment, "message_tool_use.json", tools=TOOLS)).body
     choice = body["choices"][0]
@@ -583,6 +596,15 @@ async def test_tool_use_stream_becomes_tool_call_deltas(deployment) -> None:
     usage = chunks[-1].usage
     assert usage.prompt_tokens == 472 + 300 and usage.cache_creation_tokens == 300
     assert usage.completion_tokens == 89
+
+
+async def test_stream_usage_keeps_cache_writes_and_their_one_hour_part(deployment) -> None:
+    chunks = await stream_chunks(deployment, wire("stream_cache_write.sse"))
+    usage = chunks[-1].usage
+    assert usage.prompt_tokens == 40 + 2000 + 5000 and usage.completion_tokens == 20
+    assert usage.cached_tokens == 2000
+    # message_delta repeats the totals without the breakdown: message_start's 1h part stays.
+    assert usage.cache_creation_tokens == 5000 and usage.cache_creation_1h_tokens == 4000
 
 
 async def test_stream_split_anywhere_with_crlf_lines(deployment) -> None:

@@ -13,9 +13,10 @@ import openai
 import orjson
 import pytest
 import respx
+from structlog.testing import capture_logs
 
 from tests.conftest import small_config
-from tests.providers.test_anthropic import KEY, URL, anthropic_deployment, wire
+from tests.providers.test_anthropic import KEY, URL, anthropic_deployment, wire, wire_json
 
 WEATHER_TOOL = {
     "type": "function",
@@ -30,11 +31,15 @@ WEATHER_TOOL = {
 }
 
 
+# USD per million tokens; no cache_write given, so writes cost 1.25x (5 min) / 2x (1 h) input.
+CHEAP = {"input": 0.5, "cached_input": 0.05, "output": 1}
+
+
 @pytest.fixture
 async def sdk(app_client, monkeypatch):
     """An AsyncOpenAI client talking to a gateway whose cheapest ``big`` is on Anthropic."""
     monkeypatch.setenv("ANTHROPIC_TEST_KEY", KEY)
-    cheap = anthropic_deployment(price={"input": 0.5, "cached_input": 0.05, "output": 1})
+    cheap = anthropic_deployment(price=CHEAP)
     gateway = await app_client(small_config(**{"big@anthropic": cheap}))
     return openai.AsyncOpenAI(
         base_url="http://gateway/v1", api_key="unused", max_retries=0, http_client=gateway
@@ -139,3 +144,50 @@ async def test_error_event_after_first_token_ends_the_stream_with_an_error(sdk) 
                     text += chunk.choices[0].delta.content or ""
     assert text == "The answer"
     assert "upstream_5xx" in str(info.value)
+
+
+def request_record(logs: list[dict[str, Any]]) -> dict[str, Any]:
+    (record,) = [e for e in logs if e.get("event") == "request"]
+    return record
+
+
+async def test_cache_writes_are_billed_above_input_non_streaming(sdk) -> None:
+    message = wire_json("message_text.json")  # 21 fresh, 3400 read, 1250 written, 12 out
+    message["usage"]["cache_creation"] = {
+        "ephemeral_5m_input_tokens": 250,
+        "ephemeral_1h_input_tokens": 1000,
+    }
+    with capture_logs() as logs:
+        async with respx.mock() as mock:
+            mock.post(URL).respond(200, json=message)
+            raw = await sdk.chat.completions.with_raw_response.create(
+                model="big", messages=[{"role": "user", "content": "hi"}]
+            )
+    expected = (21 * 0.5 + 3400 * 0.05 + 250 * 0.625 + 1000 * 1.0 + 12 * 1) / 1e6
+    record = request_record(logs)
+    assert record["deployment"] == "big@anthropic"
+    assert record["cost_usd"] == pytest.approx(expected, rel=1e-9)
+    assert float(raw.headers["x-pareto-cost-usd"]) == pytest.approx(expected, abs=1e-8)
+    assert record["cache_write_input_tokens"] == 1250
+    assert record["cached_input_tokens"] == 3400 and record["input_tokens"] == 21 + 3400 + 1250
+
+
+async def test_cache_writes_are_billed_above_input_streaming(sdk) -> None:
+    with capture_logs() as logs:
+        async with respx.mock() as mock:
+            mock.post(URL).respond(
+                200,
+                content=wire("stream_cache_write.sse"),
+                headers={"content-type": "text/event-stream"},
+            )
+            stream = await sdk.chat.completions.create(
+                model="big", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Hello!"
+    # 40 fresh, 2000 read, 5000 written (4000 to the 1-hour cache), 20 out.
+    expected = (40 * 0.5 + 2000 * 0.05 + 1000 * 0.625 + 4000 * 1.0 + 20 * 1) / 1e6
+    record = request_record(logs)
+    assert record["stream"] is True and record["deployment"] == "big@anthropic"
+    assert record["cost_usd"] == pytest.approx(expected, rel=1e-9)
+    assert record["cache_write_input_tokens"] == 5000

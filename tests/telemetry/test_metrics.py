@@ -88,3 +88,22 @@ def test_cascade_spend_is_split_between_the_tiers_that_spent_it() -> None:
     assert value(s, "pareto_cost_usd_total", deployment="small@sim") == 0.125
     assert value(s, "pareto_cost_usd_total", deployment="big@sim") == 0.375
     assert value(s, "pareto_cost_usd_total") == rec.cost_usd
+
+
+def test_prompt_cache_reads_and_writes_are_counted_apart() -> None:
+    metrics = Metrics()
+    rec = Record(
+        request_id="r",
+        model="big",
+        deployment="big@anthropic",
+        input_tokens=7040,
+        cached_input_tokens=2000,
+        cache_write_input_tokens=5000,
+        output_tokens=20,
+    )
+    metrics.observe(rec)
+    s = scrape(metrics)
+    labels = {"model": "big", "deployment": "big@anthropic"}
+    assert value(s, "pareto_input_tokens_total", **labels) == 7040
+    assert value(s, "pareto_cached_input_tokens_total", **labels) == 2000
+    assert value(s, "pareto_cache_write_input_tokens_total", **labels) == 5000
