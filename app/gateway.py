@@ -39,6 +39,7 @@ from app.routing.plan import PlanEntry, RoutePlan
 from app.routing.router import Router
 from app.sessions import SessionLookup, Sessions, session_route
 from app.settings import Settings
+from app.telemetry.attribution import request_attribution
 from app.telemetry.metrics import Metrics
 from app.telemetry.record import Record
 from app.tokens import content_text, estimate_messages_tokens, estimate_tokens
@@ -238,6 +239,8 @@ class Gateway:
                 deployment=dep.id,
                 policy=plan.policy,
                 features=plan.features,
+                user_id=ctx.record.user_id,
+                tags=ctx.record.tags,
             )
 
     def _finish_record(
@@ -275,6 +278,8 @@ class Gateway:
         self._emit(rec)
 
     async def handle_chat(self, body: dict[str, Any], ctx: RequestContext) -> ChatResult:
+        attribution = request_attribution(body)  # a 400 before anything is routed or held
+        ctx.record.user_id, ctx.record.tags = attribution.user_id, attribution.tags
         catalog = self.catalog
         cascade = self._cascade_policy(catalog, body, ctx)
         if cascade is not None:

@@ -22,6 +22,7 @@ from app.auth.admin import require_admin
 from app.catalog import ConfigError
 from app.errors import GatewayError
 from app.gateway import Gateway, RequestContext
+from app.telemetry.attribution import request_attribution
 from app.telemetry.record import Record
 
 router = APIRouter()
@@ -115,6 +116,7 @@ async def route_explain(request: Request) -> Response:
     validate_chat(
         body, max_messages=settings.max_messages, max_content_chars=settings.max_content_chars
     )
+    request_attribution(body)  # the same 400 a chat request with bad tags gets
     ctx = RequestContext(
         request_id=rid,
         headers=request.headers,

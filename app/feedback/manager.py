@@ -1,10 +1,11 @@
 """The gateway's feedback layer: remember a served request, take a score for it later.
 
 When a request has been served, :meth:`Feedback.remember` stores, under its request id, the
-served model and deployment, the policy, the routing heuristic's features and the learned
+served model and deployment, the policy, the routing heuristic's features, the learned
 router's hashed n-gram features (``app/routing/learned.py``; the prompt text itself is not
-kept). ``POST /v1/feedback`` with ``{"request_id", "score"}`` turns that into one line of the
-feedback log, in the format ``pareto train`` reads.
+kept) and the client's ``pareto.user_id`` / ``pareto.tags`` when sent
+(:mod:`app.telemetry.attribution`). ``POST /v1/feedback`` with ``{"request_id", "score"}``
+turns that into one line of the feedback log, in the format ``pareto train`` reads.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ class Feedback:
         deployment: str,
         policy: str | None,
         features: Any = None,
+        user_id: str | None = None,
+        tags: dict[str, str] | list[str] | None = None,
     ) -> None:
-        """Keep what a later score needs (called once the request has been served)."""
+        """Keep what a later score needs (called once the request has been served), and the
+        client's attribution (``pareto.user_id`` / ``pareto.tags``) when it sent one."""
         if self.recent is None:
             return
         hashed = featurize(body.get("messages") or [], self.dim, self._words)
@@ -63,6 +67,10 @@ class Feedback:
                 "values": [round(v, 6) for v in hashed.values.tolist()],
             },
         }
+        if user_id is not None:
+            entry["user_id"] = user_id
+        if tags is not None:
+            entry["tags"] = tags
         await self.recent.put(request_id, orjson.dumps(entry))
 
     async def submit(self, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,11 @@ headers without the ``x-pareto-`` prefix and with underscores::
     x-pareto-lambda-latency    "lambda_latency": >= 0, quality points per second
 
 A header wins over the body. Any bad value raises :class:`InvalidRequestError` (400) naming
-the field, the value and what is accepted. Keys other helpers add to the body object (e.g.
-session settings) are listed in :data:`EXTRA_BODY_KEYS` so they are not rejected here.
+the field, the value and what is accepted. The object's other keys are read elsewhere and
+listed in :data:`EXTRA_BODY_KEYS` so they are not rejected here: ``session_id``
+(:mod:`app.sessions.keys`), ``user_id`` and ``tags`` (:mod:`app.telemetry.attribution`).
+Every other key is a 400: a key that is accepted and then ignored would hide a client's typo
+or a feature the gateway does not have.
 """
 
 from __future__ import annotations
@@ -33,10 +36,8 @@ _NUMERIC: Final[dict[str, tuple[str, float, bool, float | None]]] = {
     "lambda_latency": ("x-pareto-lambda-latency", 0.0, True, None),
 }
 OVERRIDE_KEYS: Final[tuple[str, ...]] = ("policy", *_NUMERIC)
-# Body keys owned by other parts of the gateway (sessions, cascades…): accepted, not read here.
-EXTRA_BODY_KEYS: Final[frozenset[str]] = frozenset(
-    {"session_id", "session", "cascade", "tags", "user_id", "budget"}
-)
+# Body keys read by other parts of the gateway (sessions, attribution): accepted, not read here.
+EXTRA_BODY_KEYS: Final[frozenset[str]] = frozenset({"session_id", "tags", "user_id"})
 POLICY_HEADER: Final = "x-pareto-policy"
 _HEADERS: Final = (POLICY_HEADER, *(header for header, *_ in _NUMERIC.values()))
 
@@ -102,7 +103,8 @@ def parse_overrides(headers: Mapping[str, str], body: Mapping[str, Any]) -> Over
     for key in extra:
         if key not in OVERRIDE_KEYS and key not in EXTRA_BODY_KEYS:
             raise InvalidRequestError(
-                f"'pareto.{key}' is not a routing override; use one of {', '.join(OVERRIDE_KEYS)}",
+                f"'pareto.{key}' is not a routing override; use one of "
+                f"{', '.join((*OVERRIDE_KEYS, *sorted(EXTRA_BODY_KEYS)))}",
                 param=f"pareto.{key}",
                 code="invalid_routing_override",
             )

@@ -4,9 +4,11 @@ Each stage of the request's path fills its own fields (routing: ``router_policy`
 ``quality_floor``, ``est_cost_usd``, ``routing_ms``; reliability: ``attempts``,
 ``attempt_log``, ``fallback_reason``; sessions: ``session_sticky``,
 ``session_switch_reason``; cascade: ``escalation_reason``, ``tiers``; auth:
-``api_key_name``; the gateway: the served deployment, usage, cost and timings). The emitter
-(:mod:`app.telemetry.emit`) turns the finished record into one log line and every metric;
-see :mod:`app.telemetry.metrics` for how each field is counted.
+``api_key_name``; the client's attribution: ``user_id``, ``tags``; the gateway: the served
+deployment, usage, cost and timings). The emitter (:mod:`app.telemetry.emit`) turns the
+finished record into one log line and every metric; see :mod:`app.telemetry.metrics` for
+how each field is counted (``user_id`` and ``tags`` only reach the log line: unbounded
+values are never metric labels).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class Record:
     user_visible_error: str | None = None
     client_disconnected: bool = False
     api_key_name: str | None = None
+    # The client's own attribution (pareto.user_id / pareto.tags), for the log line only.
+    user_id: str | None = None
+    tags: dict[str, str] | list[str] | None = None
     # The request's messages: set only when PARETO_LOG_PROMPTS is on (a debug setting).
     prompt: Any = None
 
