@@ -181,6 +181,9 @@ class AuthenticationError(GatewayError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+    # The refused key's name when the gateway knows it (a revoked key): for the refusal's
+    # record (app.auth.middleware), never part of the response.
+    key_name: str | None = None
 
 
 class PermissionDeniedError(GatewayError):

@@ -93,11 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = make_backend(settings.http_client, settings.http_max_connections)
         providers = ProviderRegistry(client, settings.simulated_base_url)
-        gateway = Gateway(
-            settings, catalog, providers, emit=RecordSink(metrics, enabled=settings.telemetry)
-        )
+        sink = RecordSink(metrics, enabled=settings.telemetry)
+        gateway = Gateway(settings, catalog, providers, emit=sink)
         gateway.metrics = metrics
         app.state.gateway = gateway
+        app.state.record_sink = sink  # also for requests refused before the gateway (auth)
         redis = (
             aioredis.Redis.from_url(
                 settings.redis_url,

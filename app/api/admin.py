@@ -15,10 +15,10 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from app.auth.admin import require_admin
 from app.auth.config import ApiKey, BudgetSpec, RateLimitSpec, generate_key, hash_key
 from app.auth.guard import Guard
 from app.auth.ledger import NANO, Periods
+from app.auth.middleware import require_admin_key
 from app.auth.store import KeyExistsError, RedisKeyStore
 from app.errors import InvalidRequestError, KeyConflictError, KeyNotFoundError
 
@@ -26,10 +26,8 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 
 async def admin_only(request: Request) -> None:
-    """Dependency: every route here needs the admin key."""
-    require_admin(
-        request.headers.get("authorization"), request.app.state.gateway.settings.admin_key
-    )
+    """Dependency: every route here needs the admin key (a refusal is recorded)."""
+    require_admin_key(request)
 
 
 router = APIRouter(prefix="/admin/keys", dependencies=[Depends(admin_only)], tags=["admin"])

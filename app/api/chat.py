@@ -158,7 +158,14 @@ class ChatEndpoint:
         state = self._state
         headers = _headers(scope["headers"])
         try:
-            api_key = await authenticate_headers(state.authenticator, headers, PATH)
+            api_key = await authenticate_headers(
+                state.authenticator,
+                headers,
+                PATH,
+                request_id=request_id,
+                started=started,
+                emit=state.record_sink,
+            )
         except GatewayError as exc:
             await _send_error(send, exc, request_id)
             return

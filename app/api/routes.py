@@ -18,7 +18,7 @@ from app.api.body import read_body
 from app.api.validation import parse_body, validate_chat
 from app.auth import api_key_of
 from app.auth.access import visible_names
-from app.auth.admin import require_admin
+from app.auth.middleware import require_admin_key
 from app.catalog import ConfigError
 from app.errors import GatewayError
 from app.gateway import Gateway, RequestContext
@@ -210,7 +210,7 @@ async def readyz(request: Request) -> Response:
 @router.post("/admin/reload")
 async def admin_reload(request: Request) -> Response:
     """Reload the config now; an invalid config is rejected and the old one stays."""
-    require_admin(request.headers.get("authorization"), gateway_of(request).settings.admin_key)
+    require_admin_key(request)
     try:
         catalog = request.app.state.reloader.reload()
     except ConfigError as exc:

@@ -21,6 +21,24 @@ log = structlog.get_logger("pareto.auth")
 
 # Printable ASCII without spaces, the shape of any real API key; anything else is malformed.
 _BEARER = re.compile(r"^[Bb][Ee][Aa][Rr][Ee][Rr] +([\x21-\x7e]{8,512})$")
+# How much of a refused key's hash its record keeps: enough to tell keys apart and to match a
+# known key's stored hash, far too little to look the key up.
+FINGERPRINT_HEX = 12
+
+
+def presented_key(authorization: str | None) -> str | None:
+    """The key of a well-formed ``Authorization: Bearer <key>`` header, else None."""
+    if not authorization:
+        return None
+    match = _BEARER.match(authorization.strip())
+    return match.group(1) if match is not None else None
+
+
+def key_fingerprint(authorization: str | None) -> str | None:
+    """``sha256:`` and the first hex digits of the presented key's hash (the form in which
+    keys are stored), None when no well-formed key was sent. Never the key itself."""
+    key = presented_key(authorization)
+    return None if key is None else hash_key(key)[: len("sha256:") + FINGERPRINT_HEX]
 
 
 class KeyLookup(Protocol):
@@ -48,14 +66,14 @@ class Authenticator:
                 "OpenAI SDK); ask the gateway's admin for a key",
                 code="missing_api_key",
             )
-        match = _BEARER.match(authorization.strip())
-        if match is None:
+        presented = presented_key(authorization)
+        if presented is None:
             raise AuthenticationError(
                 "malformed Authorization header: expected 'Bearer <key>' with a key of 8-512 "
                 "printable characters and no spaces",
                 code="malformed_api_key",
             )
-        key_hash = hash_key(match.group(1))
+        key_hash = hash_key(presented)
         key = config.by_hash.get(key_hash)
         if key is None and self._store is not None:
             try:
@@ -73,11 +91,13 @@ class Authenticator:
                 code="invalid_api_key",
             )
         if key.revoked:
-            raise AuthenticationError(
+            revoked = AuthenticationError(
                 f"the API key named {key.name!r} has been revoked; ask the gateway's admin "
                 "for a new one",
                 code="revoked_api_key",
             )
+            revoked.key_name = key.name
+            raise revoked
         return key
 
 

@@ -3,21 +3,33 @@
 Doing it here, not in each handler, means an endpoint added later cannot forget it. The
 result (an :class:`ApiKey`, or ``None`` when auth is off) is left in ``scope["state"]`` for
 the handlers, read back with :func:`api_key_of`.
+
+A refused request never reaches a handler, so it is recorded here: one telemetry record
+(:func:`refusal_record`) through the app's record sink (``app.state.record_sink``), which
+makes it a ``"request"`` log line and a ``pareto_requests_total`` count with its status (401,
+or 503 when the key store is unreachable). A flood of bad keys is visible on the dashboards
+and in the log; the record names the key by name when the gateway knows it (revoked) or by
+a short prefix of its hash, never the key, and holds no part of the body. The chat endpoint
+(:mod:`app.api.chat`) and the admin routes (:func:`require_admin_key`) go through the same
+path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
-import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.auth.authenticate import Authenticator
+from app.auth.admin import require_admin
+from app.auth.authenticate import Authenticator, key_fingerprint
 from app.auth.config import ApiKey
-from app.errors import GatewayError
+from app.errors import AuthenticationError, GatewayError
+from app.telemetry.middleware import request_id_from
+from app.telemetry.record import Record
 
-log = structlog.get_logger("pareto.auth")
+Emit = Callable[[Record], None]
 
 _STATE_KEY = "pareto_api_key"
 _PROTECTED = "/v1/"
@@ -40,9 +52,17 @@ class AuthMiddleware:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
+        state = scope["app"].state
+        # RequestContextMiddleware (outermost) picked the request id and arrival time.
+        known = scope.get("state") or {}
         try:
             key = await authenticate_headers(
-                scope["app"].state.authenticator, {"authorization": authorization}, scope["path"]
+                state.authenticator,
+                {"authorization": authorization},
+                scope["path"],
+                request_id=known.get("request_id") or request_id_from(scope["headers"]),
+                started=known.get("started") or time.perf_counter(),
+                emit=state.record_sink,
             )
         except GatewayError as exc:
             await _send_error(send, exc)
@@ -51,16 +71,75 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
+def refusal_record(
+    exc: GatewayError,
+    *,
+    request_id: str,
+    path: str,
+    started: float,
+    authorization: str | None,
+) -> Record:
+    """The record of a request refused before any handler ran (status, code, path, which
+    key: its name if known, else its fingerprint). Latency is kept, overhead is not: a flood
+    of refusals must not pull the served requests' overhead histogram down."""
+    record = Record(
+        request_id=request_id,
+        path=path,
+        status=exc.status,
+        user_visible_error=exc.code or exc.type,
+        api_key_name=exc.key_name if isinstance(exc, AuthenticationError) else None,
+        api_key_fingerprint=key_fingerprint(authorization),
+    )
+    record.total_latency_ms = (time.perf_counter() - started) * 1000
+    return record
+
+
 async def authenticate_headers(
-    authenticator: Authenticator, headers: Mapping[str, str | None], path: str
+    authenticator: Authenticator,
+    headers: Mapping[str, str | None],
+    path: str,
+    *,
+    request_id: str,
+    started: float,
+    emit: Emit,
 ) -> ApiKey | None:
-    """The caller's key from its ``Authorization`` header (None = auth is off); a rejection
-    is logged (code only, never the key) and raised as the GatewayError to answer with."""
+    """The caller's key from its ``Authorization`` header (None = auth is off); a refusal
+    is recorded (:func:`refusal_record`, through ``emit``) and raised as the GatewayError
+    to answer with."""
+    authorization = headers.get("authorization")
     try:
-        return await authenticator.authenticate(headers.get("authorization"))
+        return await authenticator.authenticate(authorization)
     except GatewayError as exc:
-        # No record is built for a rejected key; this line keeps key-guessing visible.
-        log.warning("auth_rejected", status=exc.status, code=exc.code, path=path)
+        emit(
+            refusal_record(
+                exc,
+                request_id=request_id,
+                path=path,
+                started=started,
+                authorization=authorization,
+            )
+        )
+        raise
+
+
+def require_admin_key(request: Request) -> None:
+    """:func:`~app.auth.admin.require_admin` for an ``/admin/`` route, its refusals (401
+    wrong key, 403 admin disabled) recorded like a refused gateway key."""
+    state = request.app.state
+    authorization = request.headers.get("authorization")
+    try:
+        require_admin(authorization, state.gateway.settings.admin_key)
+    except GatewayError as exc:
+        known = request.scope.get("state") or {}
+        state.record_sink(
+            refusal_record(
+                exc,
+                request_id=known.get("request_id") or request_id_from(request.scope["headers"]),
+                path=request.url.path,
+                started=known.get("started") or time.perf_counter(),
+                authorization=authorization,
+            )
+        )
         raise
 
 

@@ -11,7 +11,9 @@ finished record into every metric below:
 metric (labels)                                         from the record
 ======================================================  ======================================
 ``pareto_requests_total`` (model, deployment,           one per request; ``status`` is the
-policy, status)                                         HTTP status (499 = client went away)
+policy, status)                                         HTTP status (499 = client went away);
+                                                        policy ``none`` for a 401/403 (refused
+                                                        before any routing)
 ``pareto_ttft_seconds`` (model, deployment)             ``ttft_ms``
 ``pareto_decode_tokens_per_second`` (model, deployment) ``decode_tps``
 ``pareto_request_duration_seconds`` (model, deployment) ``total_latency_ms``
@@ -101,6 +103,8 @@ BREAKER_STATES: Final[dict[str, float]] = {"closed": 0.0, "half_open": 1.0, "ope
 OTHER = "other"
 NONE = "none"
 DIRECT = "direct"  # the client named a catalog model, not a routing policy
+# Refused by authentication or access control: no policy was chosen, so none is claimed.
+_REFUSED: Final = frozenset({401, 403})
 
 # Buckets in the metric's unit, spanning what real deployments do.
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -363,7 +367,7 @@ class Metrics:
         """Turn one finished record into every metric it feeds (see the module docstring)."""
         model = rec.model or NONE
         deployment = rec.deployment or NONE
-        policy = rec.router_policy or DIRECT
+        policy = rec.router_policy or (NONE if rec.status in _REFUSED else DIRECT)
         key = (model, deployment, policy, rec.status)
         child = self._requests.get(key)
         if child is None:

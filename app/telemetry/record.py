@@ -9,6 +9,11 @@ deployment, usage, cost and timings). The emitter (:mod:`app.telemetry.emit`) tu
 finished record into one log line and every metric; see :mod:`app.telemetry.metrics` for
 how each field is counted (``user_id`` and ``tags`` only reach the log line: unbounded
 values are never metric labels).
+
+A request that authentication refuses (a gateway key on any ``/v1/`` path, the admin key on
+``/admin/``) gets a record too, built by :func:`app.auth.middleware.refusal_record`: its
+``status`` and ``user_visible_error`` (the error code), ``path``, and which key it was, by
+name when the gateway knows it or by ``api_key_fingerprint`` — never the key, never a body.
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ class Record:
     user_visible_error: str | None = None
     client_disconnected: bool = False
     api_key_name: str | None = None
+    # A refused key (401): ``sha256:`` + the first 12 hex digits of its hash, never the key.
+    api_key_fingerprint: str | None = None
+    # The chat endpoint emits every record except auth refusals, which name their own path.
+    path: str = "/v1/chat/completions"
     # The client's own attribution (pareto.user_id / pareto.tags), for the log line only.
     user_id: str | None = None
     tags: dict[str, str] | list[str] | None = None
