@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from app.auth.config import ApiKey
 from app.auth.ledger import NANO, Ledger, Limits, Periods, Spend, to_nano
 from app.errors import BudgetExceededError, LimitsUnavailableError, RateLimitExceededError
+from app.reliability.failover import close_quietly
 from app.telemetry.record import Record
 from app.tokens import estimate_messages_tokens
 
@@ -237,10 +238,7 @@ class Ticket:
             async for chunk in stream:
                 yield chunk
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+            await close_quietly(stream)
             await self.settle(record)
 
 

@@ -238,18 +238,24 @@ class Breakers:
         return now - self._synced_at.get(deployment, -1e18) < self._sync_s
 
     async def success(self, deployment: str) -> None:
+        if not self.success_nowait(deployment):
+            await self._run(deployment, "success")
+
+    def success_nowait(self, deployment: str) -> bool:
+        """Count a success without I/O when that is all it takes (the healthy path); False
+        when it needs :meth:`success` (a breaker to reset, shared through Redis)."""
         state = self._states.get(deployment)
-        if (
-            self._redis is not None
-            and state is not None
-            and state.state == CLOSED
-            and state.consecutive == 0
-        ):
+        if self._redis is None:
+            if state is None:
+                state = self._states[deployment] = BreakerState()
+            apply(state, "success", self.config, self._clock.now())
+            return True
+        if state is not None and state.state == CLOSED and state.consecutive == 0:
             # Nothing to reset: count it locally, flush with the next script call.
             apply(state, "success", self.config, self._clock.now())
             self._batched[deployment] = self._batched.get(deployment, 0) + 1
-            return
-        await self._run(deployment, "success")
+            return True
+        return False
 
     async def failure(self, deployment: str) -> None:
         await self._run(deployment, "failure")

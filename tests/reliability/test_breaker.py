@@ -179,3 +179,20 @@ async def test_opening_through_redis_is_reported_with_the_wall_clock(redis_prefi
         assert board.opened_total[(DEP, "auth_failed")] == 1
     finally:
         await client.aclose()
+
+
+async def test_success_nowait_counts_locally_and_defers_a_reset(board) -> None:
+    # The healthy path is counted with no I/O, so a finished stream needs no cancel shield
+    # for it. Locally every success is; shared through Redis, a failure streak to reset
+    # needs the round trip (success_nowait says no, success does it).
+    clock = ManualClock()
+    b = board(clock)
+    assert await b.acquire(DEP)
+    await b.failure(DEP)
+    if b._redis is None:
+        assert b.success_nowait(DEP)
+    else:
+        assert not b.success_nowait(DEP)
+        await b.success(DEP)
+    assert b._states[DEP].consecutive == 0  # the streak is reset either way
+    assert b.success_nowait(DEP)  # and the next success costs nothing
