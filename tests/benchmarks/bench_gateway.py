@@ -126,9 +126,10 @@ def bench_config(
         },
     }
     if paced_upstream is not None:
-        # Named by the paced scenarios only (routing with the model pinned). "auto" must
-        # never pick it: lower quality, dearer and slower than the instant deployments, on
-        # paper and as measured, so it is dominated (off the Pareto frontier).
+        # Named by the paced scenarios only (routing with the model pinned). No policy may
+        # pick it for the other scenarios: the router learns its real speed and, with the
+        # instant deployments busy (c=64), would spill requests onto it. So the policies are
+        # config/policies.yaml's own, inlined with `models` restricted to the instant pair.
         config["models"]["bench-paced"] = {
             "quality": 30,
             "context_window": 128000,
@@ -138,10 +139,16 @@ def bench_config(
             "kind": "openai_compat",
             "base_url": paced_upstream,
             "upstream_model": "bench",
-            "price": {"input": 30, "output": 150},
-            "ttft_s": 1.0,
-            "decode_tps": 20,
+            "price": {"input": 1, "output": 4},
+            "ttft_s": 0.2,
+            "decode_tps": PACED_TPS,
         }
+        shared = yaml.safe_load((ROOT / "config" / "policies.yaml").read_text())
+        for policy in shared["policies"].values():
+            if "cascade" not in policy and "models" not in policy:
+                policy["models"] = ["bench-small", "bench-big"]
+        del config["include"]
+        config.update(shared)
     if features == "full":
         # Auth on with budget and rate-limit accounting (limits far above what the run uses).
         config["auth"] = {
