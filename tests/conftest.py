@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import yaml
 
 from app.main import create_app
@@ -104,3 +105,17 @@ async def app_client(
 def redis_prefix() -> str:
     """A unique key prefix so tests sharing one Redis never touch each other's keys."""
     return f"pareto-test-{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+async def prefixed_redis(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    """redis-py on the test Redis (127.0.0.1:6379), to look at what the code under test
+    wrote; every key under the test's ``redis_prefix`` is deleted afterwards."""
+    redis = aioredis.Redis.from_url(
+        "redis://127.0.0.1:6379/0", socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    yield redis
+    keys = [k async for k in redis.scan_iter(match=redis_prefix + "*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()

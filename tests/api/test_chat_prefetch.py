@@ -36,13 +36,8 @@ SECOND = [
 
 
 @pytest.fixture
-async def shared(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(REDIS)
-    yield redis
-    keys = [k async for k in redis.scan_iter(match=redis_prefix + "*")]
-    if keys:
-        await redis.delete(*keys)
-    await redis.aclose()
+def shared(prefixed_redis: aioredis.Redis) -> aioredis.Redis:
+    return prefixed_redis
 
 
 @pytest.fixture

@@ -36,16 +36,11 @@ R = to_nano(REQUEST_USD)
 
 
 @pytest.fixture
-async def shared(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(REDIS)
+async def shared(prefixed_redis: aioredis.Redis) -> aioredis.Redis:
     # Loaded up front: the proxy spots the scripts by the SHA1 that EVALSHA sends.
-    await redis.script_load(_HOLD)
-    await redis.script_load(_SETTLE)
-    yield redis
-    keys = [k async for k in redis.scan_iter(match=redis_prefix + "*")]
-    if keys:
-        await redis.delete(*keys)
-    await redis.aclose()
+    await prefixed_redis.script_load(_HOLD)
+    await prefixed_redis.script_load(_SETTLE)
+    return prefixed_redis
 
 
 @pytest.fixture

@@ -34,13 +34,8 @@ def client(url: str = "redis://127.0.0.1:6379/0") -> aioredis.Redis:
 
 
 @pytest.fixture
-async def shared(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    redis = client()
-    yield redis
-    keys = [k async for k in redis.scan_iter(match=redis_prefix + "*")]
-    if keys:
-        await redis.delete(*keys)
-    await redis.aclose()
+def shared(prefixed_redis: aioredis.Redis) -> aioredis.Redis:
+    return prefixed_redis
 
 
 @pytest.fixture
