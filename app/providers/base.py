@@ -101,7 +101,10 @@ class StreamChunk:
     that reports it; ``usage_only`` marks a chunk holding just the usage event with no choices
     (adapters keep it a chunk of its own), hidden from clients that did not ask for usage.
     ``content_bytes`` is the size of the content events' payloads, from which the gateway
-    counts output tokens itself when the upstream reports no usage.
+    counts output tokens itself when the upstream reports no usage. Once the first token is
+    out, the OpenAI-compatible reader marks every chunk ``content`` (finish event included)
+    without looking inside, and leaves ``finish_reason`` unset: nothing in the relay reads
+    it; adapters that translate events (Anthropic) set it.
     """
 
     data: bytes
