@@ -88,6 +88,7 @@ class _Connection(asyncio.Protocol):
         self._begin()
 
     def _begin(self) -> None:
+        self.unwatch()  # a new request on this connection: no watchdog of an earlier one
         self.status = 0
         self.headers: dict[str, str] = {}
         self.chunks.clear()
@@ -182,11 +183,16 @@ class _Connection(asyncio.Protocol):
         :class:`TransportTimeout` after ``seconds`` without bytes, as :meth:`wait` does,
         but one timer serves the whole stream (arming and cancelling a timer per wait
         costs ~3 µs, paid on every token of a paced stream). Stop it with :meth:`unwatch`."""
+        self.unwatch()
         self._watch_s = seconds
         self._wait_started = self._loop.time()
         self._watch = self._loop.call_later(seconds, self._watchdog)
 
     def unwatch(self) -> None:
+        """Stop the watchdog. Called when the response is released, not only when the body's
+        iterator is closed: a consumer that stops early (``break`` at [DONE]) leaves that
+        iterator to be closed later by the loop, after the connection may be serving a
+        request whose waits the watchdog must not judge."""
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
@@ -258,17 +264,15 @@ class Http1Stream:
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
         conn.watch(self._read)
-        try:
-            while True:
-                if conn.chunks:
-                    yield conn.take()
-                    continue
-                if conn.complete:
-                    return
-                conn.check()
-                await conn.wait_body()
-        finally:
-            conn.unwatch()
+        while True:
+            if conn.chunks:
+                yield conn.take()
+                continue
+            if conn.complete:
+                conn.unwatch()
+                return
+            conn.check()
+            await conn.wait_body()
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
@@ -413,6 +417,7 @@ class Http1Backend:
             finally:
                 # An unfinished response is not reused: its connection is closed, so an
                 # abandoned stream never leaves the upstream generating into a pooled socket.
+                conn.unwatch()
                 self._release(origin, conn)
 
     async def aclose(self) -> None:

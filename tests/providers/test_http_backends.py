@@ -199,3 +199,37 @@ async def test_stream_consumer_slower_than_the_read_timeout_is_not_a_timeout(
             data += c
             await asyncio.sleep(0.5)
     assert data == b"data: x\n\n" * 3
+
+
+async def test_http1_stream_left_early_does_not_time_out_the_next_call_on_its_connection() -> None:
+    # http1 only (it reuses the connection; its stream has a read watchdog). The consumer
+    # stops at its first chunk and keeps the iterator (not closed yet); the connection goes
+    # back to the pool. The next call on it waits longer than the stream's read timeout for
+    # an answer within its own: no watchdog of the stream may judge it (it did: a spurious
+    # read timeout).
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        part = b"data: x\n\n"
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(part):x}\r\n".encode()
+            + part
+            + b"\r\n0\r\n\r\n"
+        )
+        await writer.drain()
+        await read_request(reader)
+        await asyncio.sleep(0.6)  # over the stream's read timeout (T.read), under the call's
+        ok_json(writer, b'{"ok":true}')
+        await writer.drain()
+
+    server, url = await serve(handler)
+    backend = Http1Backend()
+    async with server:
+        async with backend.stream(url, b"{}", {}, T) as stream:
+            it = stream.chunks()
+            assert await it.__anext__() == b"data: x\n\n"
+        slow = Timeouts(connect=1.0, read=2.0)
+        response = await backend.post(url, b"{}", {}, slow)
+        await it.aclose()
+        await backend.aclose()
+    assert response.body == b'{"ok":true}'
