@@ -16,6 +16,9 @@ gateway logs every request (info, the production default); minimal turns request
 With --floor, a forwarder that does nothing but relay (tests/benchmarks/floor_forwarder.py,
 same server stack and HTTP client, same worker count) is measured in the same run too: the
 floor any gateway on this stack pays, beside what the gateway's features add above it.
+With --features full and Redis on this machine, the Redis server's CPU per request is shown
+too (it shares the cores), with what one request costs direct (upstream + load generator)
+and the via/direct ceiling those imply once every core is busy (cpu_ceiling_ratio).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ BENCH_KEY = "pk-bench-0000000000000000"
 # The paced upstream's decode speed: one token per network read, as real upstreams send them
 # (50-200 tokens/s), but fast enough to keep the run short. Per-token costs show here.
 PACED_TPS = 2000
+CORES = os.cpu_count() or 1
 
 
 def pct(values: list[float], p: float) -> float:
@@ -283,6 +287,8 @@ def main() -> None:
     env = {"PARETO_LOG_LEVEL": level, "PARETO_WATCH_CONFIG": "false"}
     if args.features == "full":
         env["PARETO_REDIS_URL"] = redis_url
+    # The Redis server's CPU per request, when it runs on this machine (it shares the cores).
+    redis_pid = local_redis_pid(redis_url) if args.features == "full" else None
     gw = start(
         [
             "serve",
@@ -351,15 +357,21 @@ def main() -> None:
         rss_start = sum(worker_rss(gw.pid))
         for rep in range(args.repeats):
             for sc in scenarios:
+                sim_pid = paced_sim.pid if sc.paced else sim.pid
+                sim0 = cpu_seconds([sim_pid])
                 direct = load(
                     direct_url(sc), request_body(sc, "bench"), sc.requests, sc.concurrency, tmp
                 )
+                sim_direct = cpu_seconds([sim_pid]) - sim0
                 pids = tree_pids(gw.pid)
                 cpu0 = cpu_seconds(pids)
+                redis0 = cpu_seconds([redis_pid]) if redis_pid else 0.0
                 body = request_body(sc, via_model(sc))
                 via = load(via_url, body, sc.requests, sc.concurrency, tmp)
                 cpu = cpu_seconds(pids) - cpu0
+                redis_cpu = cpu_seconds([redis_pid]) - redis0 if redis_pid else None
                 n_via = len(via["latencies"])
+                n_direct = len(direct["latencies"])
                 row = {
                     "added_p50_ms": (pct(via["latencies"], 50) - pct(direct["latencies"], 50))
                     * 1e3,
@@ -372,9 +384,23 @@ def main() -> None:
                     "direct_rps": len(direct["latencies"]) / direct["wall_s"],
                     "via_rps": n_via / via["wall_s"],
                     "gateway_cpu_ms_per_req": cpu * 1e3 / max(n_via, 1),
+                    # What one request costs the machine without the gateway: the upstream's
+                    # CPU and the load generator's, per request, direct.
+                    "direct_cpu_ms_per_req": (sim_direct + direct["cpu_s"])
+                    * 1e3
+                    / max(n_direct, 1),
                     "loadgen_cpu_share": via["cpu_s"] / via["wall_s"],
                     "errors": via["errors"] + direct["errors"],
                 }
+                added_cpu = row["gateway_cpu_ms_per_req"]
+                if redis_cpu is not None:
+                    row["redis_cpu_ms_per_req"] = redis_cpu * 1e3 / max(n_via, 1)
+                    added_cpu += row["redis_cpu_ms_per_req"]
+                # The most via/direct can reach once every core is busy: each request via the
+                # gateway costs the machine what it costs direct (upstream + load generator)
+                # plus what the gateway and its Redis add. Meaningful under load (c >= 16).
+                via_max_rps = CORES * 1e3 / (row["direct_cpu_ms_per_req"] + added_cpu)
+                row["cpu_ceiling_ratio"] = via_max_rps / row["direct_rps"]
                 if floor is not None:
                     floor_pids = tree_pids(floor.pid)
                     cpu0 = cpu_seconds(floor_pids)
@@ -427,6 +453,9 @@ def main() -> None:
         "floor_added_p50_ms",
         "floor_throughput_ratio",
         "floor_cpu_ms_per_req",
+        "redis_cpu_ms_per_req",
+        "direct_cpu_ms_per_req",
+        "cpu_ceiling_ratio",
         "loadgen_cpu_share",
         "direct_rps",
         "via_rps",
@@ -454,6 +483,20 @@ def main() -> None:
                 indent=2,
             )
         )
+
+
+def local_redis_pid(url: str) -> int | None:
+    """The PID of the Redis server at ``url`` when it is a process on this machine."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        pid = int(client.info("server")["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
+    return pid if Path(f"/proc/{pid}/stat").exists() else None
 
 
 def worker_pids(gateway_pid: int) -> list[int]:
