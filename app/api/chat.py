@@ -11,8 +11,9 @@ to :class:`ChatEndpoint`, which does the same jobs inline and in the same order:
 4. :meth:`Gateway.handle_chat`, rendered as JSON or as an SSE stream,
 5. every error an OpenAI-shaped body with the request id; one record per request.
 
-A client that goes away is noticed while the gateway waits (one ``receive`` kept pending):
-the request's task is cancelled, so the upstream call is closed, and the record says 499.
+A client that goes away is noticed while the gateway waits (the server's protocol says so
+under ``pareto serve``; elsewhere one ``receive`` is kept pending): the request's task is
+cancelled, so the upstream call is closed, and the record says 499.
 For non-streaming answers the budget is settled after the last byte is sent.
 
 A stream is written chunk by chunk as the gateway relays it (one chunk per upstream read,
@@ -32,6 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from app.api.body import ClientGone, read_body
+from app.api.server import DisconnectHook, disconnect_hook
 from app.api.validation import parse_body, validate_chat
 from app.auth.middleware import auth_error_headers, authenticate_headers
 from app.errors import (
@@ -71,22 +73,35 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 
 
 class _DisconnectWatch:
-    """Keeps one ``receive()`` pending; an ``http.disconnect`` before :meth:`done` cancels the
-    request's task (the upstream call is closed by the cancellation) and sets ``fired``."""
+    """Cancels the request's task when its client goes away before :meth:`done`, and sets
+    ``fired``. Under ``pareto serve`` the server's protocol says so (a
+    :class:`~app.api.server.DisconnectHook` in the scope); elsewhere one ``receive()`` is kept
+    pending for an ``http.disconnect``."""
 
-    __slots__ = ("_finished", "_future", "_task", "fired")
+    __slots__ = ("_finished", "_future", "_hook", "_task", "fired")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, hook: DisconnectHook | None) -> None:
         self._finished = False
         self.fired = False
         self._task = asyncio.current_task()
-        self._future = asyncio.ensure_future(receive())
-        self._future.add_done_callback(self._received)
+        self._hook = hook
+        self._future: asyncio.Future[Message] | None = None
+        if hook is None:
+            self._future = asyncio.ensure_future(receive())
+            self._future.add_done_callback(self._received)
+        elif hook.lost:
+            self._lost()
+        else:
+            hook.callback = self._lost
 
     def _received(self, future: asyncio.Future[Message]) -> None:
-        if self._finished or future.cancelled() or future.exception() is not None:
+        if future.cancelled() or future.exception() is not None:
             return
-        if future.result().get("type") == "http.disconnect" and self._task is not None:
+        if future.result().get("type") == "http.disconnect":
+            self._lost()
+
+    def _lost(self) -> None:
+        if not self._finished and self._task is not None:
             self.fired = True
             self._task.cancel()
 
@@ -102,7 +117,10 @@ class _DisconnectWatch:
         """The answer is complete (or about to be): a disconnect no longer cancels anything."""
         if not self._finished:
             self._finished = True
-            self._future.cancel()
+            if self._hook is not None:
+                self._hook.callback = None
+            elif self._future is not None:
+                self._future.cancel()
 
 
 def _record_failure(gateway: Gateway, ctx: RequestContext, exc: BaseException) -> None:
@@ -204,7 +222,7 @@ class ChatEndpoint:
             drop_prefetch(ctx)
             _record_failure(gateway, ctx, exc)
             raise
-        watch = _DisconnectWatch(receive)
+        watch = _DisconnectWatch(receive, disconnect_hook(scope))
         try:
             result = await gateway.handle_chat(body, ctx)
         except BaseException as exc:

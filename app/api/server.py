@@ -13,6 +13,10 @@ It also sends a response's status line and headers in the same socket write as t
 body bytes (:class:`_HeadWithBody`): uvicorn writes them separately, which costs a second
 syscall and, worse, a second wake-up of the client per response.
 
+And it tells a request's app when the client goes away (:class:`DisconnectHook`, in the
+scope's ``extensions``), so the app need not keep a ``receive()`` pending for that: a task
+per request, and a cancelled one to step through when the answer is done.
+
 A slow *body* is the app's to time out (``read_body`` in :mod:`app.api.body`, 408).
 Answers are OpenAI-shaped JSON like every other error.
 """
@@ -20,6 +24,7 @@ Answers are OpenAI-shaped JSON like every other error.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.config import Config
@@ -28,6 +33,36 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from app.errors import error_body
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+DISCONNECT = "pareto.disconnect"
+
+
+class DisconnectHook:
+    """One request's "the client went away" signal, set by the server's protocol.
+
+    The app sets ``callback`` while it works on the request (and clears it when the answer is
+    complete); it is called once when the connection is lost before the response completed.
+    ``lost`` stays True afterwards, for an app that looks only later.
+    """
+
+    __slots__ = ("callback", "lost")
+
+    def __init__(self) -> None:
+        self.callback: Callable[[], None] | None = None
+        self.lost = False
+
+    def fire(self) -> None:
+        self.lost = True
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback()
+
+
+def disconnect_hook(scope: Any) -> DisconnectHook | None:
+    """The request's hook, if its server gives one (ASGI extension values are dicts)."""
+    hook = scope.get("extensions", {}).get(DISCONNECT, {}).get("hook")
+    return hook if isinstance(hook, DisconnectHook) else None
 
 
 class _Rejected(Exception):
@@ -142,7 +177,12 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            hook = disconnect_hook(cycle.scope)
+            if hook is not None:
+                hook.fire()
 
     def _too_large(self) -> None:
         self._reject(
@@ -182,6 +222,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._counting = False
         self._header_bytes = 0
         self._disarm()
+        self.scope["extensions"] = {DISCONNECT: {"hook": DisconnectHook()}}
         super().on_headers_complete()
         if self.cycle.scope["method"] != "HEAD":  # uvicorn writes no body for HEAD
             self.cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from structlog.testing import capture_logs
 
+from app.api.server import DISCONNECT, DisconnectHook
 from app.auth.ledger import Periods
 from app.providers.base import Completion, Provider, StreamChunk, UpstreamCall
 from tests.auth.test_limits_api import KEY, MSG, keyed_client, keyed_config
@@ -115,3 +116,51 @@ async def test_a_stalled_client_holds_the_upstream_back_and_leaving_closes_and_s
     assert record["usage_counted_by_gateway"] is True and record["output_tokens"] >= 1
     day, _ = await app.state.guard.ledger.spend("team", Periods.at(clock.now))
     assert day.held == 0 and day.spent > 0  # the hold released, what was relayed charged
+
+
+class HookedClient:
+    """A client under ``pareto serve``: the server's disconnect hook is in the scope, so the
+    app must not need another ``receive()`` after the body to notice the client leaving."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+        self.receives = 0
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        self.receives += 1
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # a server that never reports: only the hook does
+        raise AssertionError("unreachable")
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+async def test_the_servers_disconnect_hook_cancels_a_request_without_a_pending_receive(
+    app_client,
+) -> None:
+    slow = sim_deployment(price_in=0.1, price_out=0.2, realtime=True, ttft_s=5, decode_tps=1000)
+    config = keyed_config({"small@sim": slow, "small@sim2": slow}, budget={"daily_usd": 1})
+    _, clock, app = await keyed_client(app_client, config)
+    body = orjson.dumps({"model": "small", "messages": MSG, "max_tokens": 8})
+    client = HookedClient(body)
+    hook = DisconnectHook()
+    asgi_scope = {**scope(body), "extensions": {DISCONNECT: {"hook": hook}}}
+    with capture_logs() as logs:
+        served = asyncio.ensure_future(app(asgi_scope, client.receive, client.send))
+        for _ in range(200):  # until the request waits on its upstream (5 s to first token)
+            await asyncio.sleep(0.005)
+            if hook.callback is not None:
+                break
+        assert hook.callback is not None
+        assert client.receives == 1  # the body only: nothing kept pending for a disconnect
+        hook.fire()  # what the protocol does when the connection is lost
+        await asyncio.wait_for(served, 2)
+    assert client.sent == []  # nobody to answer
+    (record,) = [e for e in logs if e.get("event") == "request"]
+    assert record["status"] == 499 and record["client_disconnected"] is True
+    day, _ = await app.state.guard.ledger.spend("team", Periods.at(clock.now))
+    assert day.held == 0  # the hold released
