@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import structlog
+import logging
 
+from app.telemetry.logging import log_event
 from app.telemetry.metrics import Metrics
 from app.telemetry.record import Record
 
-log = structlog.get_logger("pareto.request")
+_INFO = logging.INFO
 
 
 class RecordSink:
@@ -26,5 +27,7 @@ class RecordSink:
     def __call__(self, record: Record) -> None:
         if not self._enabled:
             return
-        log.info("request", **record.as_dict())
+        line = record.as_dict()
+        line["event"] = "request"
+        log_event(_INFO, "info", line)
         self._metrics.observe(record)
