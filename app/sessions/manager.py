@@ -1,9 +1,11 @@
 """The session layer of a request: look up the conversation before routing, remember after.
 
-:meth:`Sessions.lookup` derives the hashed key, reads the store (one round trip that also
-refreshes the TTL) and turns the entry into the router's :class:`Sticky` input.
-:meth:`Sessions.remember` writes only when the conversation moved (another deployment or
-route) or is new, so a conversation that stays put costs one round trip per turn.
+:meth:`Sessions.lookup` derives the hashed key, reads the store (one round trip, a
+read only: a request refused after it, e.g. by its key's rate limit, leaves the session
+as it was) and turns the entry into the router's :class:`Sticky` input.
+:meth:`Sessions.remember`, once a deployment has taken the turn, awaits a write only when the
+conversation moved (another deployment or route) or is new; one that stays put is renewed
+with a write nobody waits for, so it costs one awaited round trip per turn (the lookup).
 Neither ever raises for a store failure: the store degrades on its own.
 """
 
@@ -111,19 +113,20 @@ class Sessions:
         assert self.store is not None
         messages = body.get("messages")
         messages = messages if isinstance(messages, list) else []
-        entry = await self.store.touch(key.digest)
+        entry = await self.store.get(key.digest)
         if entry is None:
             return SessionLookup(key=key, expired=_has_history(messages))
         sticky = Sticky(entry.deployment, expected_cached_tokens(messages))
         return SessionLookup(key=key, entry=entry, sticky=sticky)
 
     async def remember(self, lookup: SessionLookup, served: str, route: str) -> None:
-        """Record who served this turn, when that changed what the store holds."""
+        """Record who served this turn: the session lives another TTL from here."""
         if self.store is None or lookup.key is None:
             return
         entry = lookup.entry
         if entry is not None and entry.deployment == served and entry.route == route:
-            return  # unchanged: the lookup already refreshed the TTL
+            self.store.refresh(lookup.key.digest, entry)  # unchanged: renewed, not awaited
+            return
         await self.store.put(lookup.key.digest, SessionEntry(served, route))
 
 

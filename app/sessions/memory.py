@@ -30,21 +30,19 @@ class MemorySessionStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def touch(self, key: str) -> SessionEntry | None:
-        return self.touch_now(key)
+    async def get(self, key: str) -> SessionEntry | None:
+        return self.get_now(key)
 
-    def touch_now(self, key: str) -> SessionEntry | None:
-        """:meth:`touch` without awaiting (the store never does I/O)."""
+    def get_now(self, key: str) -> SessionEntry | None:
+        """:meth:`get` without awaiting (the store never does I/O). Neither the TTL nor the
+        LRU order moves: only a served turn (:meth:`put`, :meth:`refresh`) does that."""
         item = self._entries.get(key)
         if item is None:
             return None
-        now = self._clock()
         entry, expires = item
-        if expires <= now:
+        if expires <= self._clock():
             del self._entries[key]
             return None
-        self._entries[key] = (entry, now + self._ttl_s)
-        self._entries.move_to_end(key)
         return entry
 
     async def put(self, key: str, entry: SessionEntry) -> None:
@@ -56,6 +54,9 @@ class MemorySessionStore:
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+    def refresh(self, key: str, entry: SessionEntry) -> None:
+        self.put_now(key, entry)
 
     def status(self) -> StoreStatus:
         return StoreStatus(backend="memory")

@@ -1,17 +1,20 @@
 """Redis session store that never fails a request.
 
-Each lookup is one round trip (``GETEX key PX ttl``: read and refresh the TTL together); a
-write is one ``SET key value PX ttl``. Both go through the hot-path client
+Each lookup is one round trip (``GET key``: a read only, so a request refused after its
+lookup leaves the session's TTL alone); a write is one ``SET key value PX ttl``, awaited when
+the conversation moved and sent without waiting when a served turn only renews it
+(:meth:`RedisSessionStore.refresh`). All go through the hot-path client
 (:mod:`app.fastredis`), whose every call runs under a tight deadline. On an
 error or timeout the store logs once per incident, marks itself degraded, and serves from a
-local :class:`MemorySessionStore` that mirrors what this process has seen; it leaves Redis
+local :class:`MemorySessionStore` that mirrors what this process has served; it leaves Redis
 alone for ``retry_after_s`` and then lets the next request probe it, so it resumes on its own
-when Redis is back. Sessions written locally during the outage are copied back to Redis the
-first time they are used after it.
+when Redis is back. Sessions written locally during the outage are copied back to Redis by
+the next turn served on them after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -60,6 +63,8 @@ class RedisSessionStore:
         self._errors = 0
         # Told True when an outage starts and False when it ends (e.g. a metrics gauge).
         self._on_degraded = on_degraded
+        # Renewals sent and not yet answered (a reference, so a task is not collected).
+        self._renewals: set[asyncio.Future[object]] = set()
 
     # -- health -----------------------------------------------------------------------------
     def status(self) -> StoreStatus:
@@ -103,30 +108,52 @@ class RedisSessionStore:
                 self._on_degraded(False)
 
     # -- operations -------------------------------------------------------------------------
-    async def touch(self, key: str) -> SessionEntry | None:
+    async def get(self, key: str) -> SessionEntry | None:
         if not self._usable():
-            return self._local.touch_now(key)
+            return self._local.get_now(key)
         try:
-            raw = await self._redis.execute("GETEX", self._prefix + key, "PX", self._ttl_ms)
+            raw = await self._redis.execute("GET", self._prefix + key)
         except _REDIS_FAILURES as exc:
-            self._failed("touch", exc)
-            return self._local.touch_now(key)
+            self._failed("get", exc)
+            return self._local.get_now(key)
         self._succeeded()
         if raw is None:
-            entry = self._local.touch_now(key)
-            if entry is not None:
-                # Written here while Redis was down (or lost by a Redis restart): copy it back.
-                await self._write(key, entry)
-            return entry
-        entry = SessionEntry.decode(raw)
-        if entry is not None:
-            self._local.put_now(key, entry)
-        return entry
+            # Served here while Redis was down (or lost by a Redis restart): the next served
+            # turn's refresh copies it back.
+            return self._local.get_now(key)
+        return SessionEntry.decode(raw)
 
     async def put(self, key: str, entry: SessionEntry) -> None:
         self._local.put_now(key, entry)
         if self._usable():
             await self._write(key, entry)
+
+    def refresh(self, key: str, entry: SessionEntry) -> None:
+        """Renew the session for another TTL with a ``SET`` sent now and not waited for (off
+        the caller's latency); a ``SET`` rather than ``PEXPIRE`` so that a session the local
+        mirror kept through an outage is copied back."""
+        self._local.put_now(key, entry)
+        if not self._usable():
+            return
+        try:
+            sent = asyncio.ensure_future(
+                self._redis.execute("SET", self._prefix + key, entry.encode(), "PX", self._ttl_ms)
+            )
+        except _REDIS_FAILURES as exc:  # the connection is known to be gone
+            self._failed("refresh", exc)
+            return
+        self._renewals.add(sent)
+        sent.add_done_callback(self._renewed)
+
+    def _renewed(self, sent: asyncio.Future[object]) -> None:
+        self._renewals.discard(sent)
+        if sent.cancelled():
+            return
+        exc = sent.exception()
+        if exc is None:
+            self._succeeded()
+        else:
+            self._failed("refresh", exc)
 
     async def _write(self, key: str, entry: SessionEntry) -> None:
         try:

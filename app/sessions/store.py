@@ -2,7 +2,9 @@
 
 A store maps a hashed session key to a :class:`SessionEntry`: the deployment that served the
 conversation last and the route (catalog model or policy name) the client asked for. Nothing
-else: no prompt text, no ids in clear. Entries expire ``ttl_s`` after their last use.
+else: no prompt text, no ids in clear. Entries expire ``ttl_s`` after the last turn that was
+served: reading one does not keep it alive, so a request refused before it is served (rate
+limit, budget, bad input) leaves the session as it was.
 """
 
 from __future__ import annotations
@@ -54,14 +56,19 @@ class StoreStatus:
 
 
 class SessionStore(Protocol):
-    """Hashed session key → :class:`SessionEntry`, with a TTL refreshed on every use."""
+    """Hashed session key → :class:`SessionEntry`, with a TTL refreshed by every served turn."""
 
-    async def touch(self, key: str) -> SessionEntry | None:
-        """The entry for ``key`` with its TTL refreshed (one round trip), or None."""
+    async def get(self, key: str) -> SessionEntry | None:
+        """The entry for ``key`` (one round trip), or None; its TTL is left as it is."""
         ...
 
     async def put(self, key: str, entry: SessionEntry) -> None:
         """Store ``entry`` under ``key`` with a fresh TTL."""
+        ...
+
+    def refresh(self, key: str, entry: SessionEntry) -> None:
+        """Keep ``entry`` under ``key`` for another TTL, without waiting for the write (a
+        served turn whose conversation stayed put; never raises)."""
         ...
 
     def status(self) -> StoreStatus:

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.redis
 
 REDIS = "redis://127.0.0.1:6379/0"
 ADMIT_SHA = hashlib.sha1(_ADMIT.encode()).hexdigest().encode()
+GET = b"*2\r\n$3\r\nGET\r\n"  # a packed GET: the session lookup
 SYSTEM = {"role": "system", "content": "You are a travel agent."}
 FIRST = [SYSTEM, {"role": "user", "content": "Plan three days in Porto"}]
 SECOND = [
@@ -59,24 +60,26 @@ class GatedStore:
         self.lookups = 0
         self.abandoned = 0
 
-    async def touch(self, key: str) -> SessionEntry | None:
+    async def get(self, key: str) -> SessionEntry | None:
         self.lookups += 1
         try:
             await self.open.wait()
         except asyncio.CancelledError:
             self.abandoned += 1
             raise
-        entry: SessionEntry | None = await self.inner.touch(key)
+        entry: SessionEntry | None = await self.inner.get(key)
         return entry
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
-async def limited_gateway(app_client, url: str, prefix: str, rpm: int) -> tuple[Any, Any, Any]:
+async def limited_gateway(
+    app_client, url: str, prefix: str, rpm: int = 100, **key: Any
+) -> tuple[Any, Any, Any]:
     client, clock, app = await keyed_client(
         app_client,
-        keyed_config(rate_limit={"requests_per_minute": rpm}),
+        keyed_config(rate_limit={"requests_per_minute": rpm}, **key),
         redis_url=url,
         auth_key_prefix=prefix + "auth:",
         session_key_prefix=prefix + "session:",
@@ -109,8 +112,8 @@ async def test_the_prefetched_session_is_the_one_used_and_shares_the_limit_round
     assert store.lookups == 2  # one per request: handle_chat used the prefetched one
     # The lookup left in the same write as the rate-limit check.
     (together,) = [chunk for chunk in proxy.sent if ADMIT_SHA in chunk]
-    assert b"GETEX" in together
-    assert sum(chunk.count(b"GETEX") for chunk in proxy.sent) == 1
+    assert GET in together
+    assert sum(chunk.count(GET) for chunk in proxy.sent) == 1
 
 
 async def test_a_request_refused_by_its_rate_limit_drops_its_session_lookup(
@@ -129,3 +132,42 @@ async def test_a_request_refused_by_its_rate_limit_drops_its_session_lookup(
     again = await chat(client, SECOND)
     assert again.status_code == 200 and again.headers["x-pareto-session"] == "sticky"
     assert again.headers["x-pareto-deployment"] == first.headers["x-pareto-deployment"]
+
+
+async def test_a_request_refused_by_its_rate_limit_leaves_its_session_ttl_alone(
+    app_client, prefixed_redis, redis_prefix
+) -> None:
+    # Real Redis, no proxy: what the refused request sent reached it.
+    client, clock, _ = await limited_gateway(app_client, REDIS, redis_prefix, rpm=1)
+    first = await chat(client, FIRST)
+    assert first.status_code == 200
+    (session,) = [k async for k in prefixed_redis.scan_iter(match=redis_prefix + "session:*")]
+    assert 590_000 < await prefixed_redis.pttl(session) <= 600_000  # PARETO_SESSION_TTL_S
+    await prefixed_redis.pexpire(session, 100_000)  # as if the session had been idle 500 s
+    refused = await chat(client, SECOND)
+    assert refused.status_code == 429
+    # The refused turn did not keep the conversation alive: its lookup read, nothing more.
+    assert 0 < await prefixed_redis.pttl(session) <= 100_000
+    clock.now += 60
+    again = await chat(client, SECOND)  # served: this turn renews the session
+    assert again.status_code == 200 and again.headers["x-pareto-session"] == "sticky"
+    for _ in range(100):  # the renewal is sent, not waited for
+        if await prefixed_redis.pttl(session) > 590_000:
+            break
+        await asyncio.sleep(0.01)
+    assert await prefixed_redis.pttl(session) > 590_000
+
+
+async def test_a_request_refused_by_its_budget_leaves_its_session_ttl_alone(
+    app_client, prefixed_redis, redis_prefix
+) -> None:
+    # The first request (about $0.000005) spends the whole day's budget.
+    client, _, _ = await limited_gateway(
+        app_client, REDIS, redis_prefix, budget={"daily_usd": 0.000001}
+    )
+    assert (await chat(client, FIRST)).status_code == 200
+    (session,) = [k async for k in prefixed_redis.scan_iter(match=redis_prefix + "session:*")]
+    await prefixed_redis.pexpire(session, 100_000)
+    refused = await chat(client, SECOND)  # looked up and routed, then refused by the hold
+    assert refused.status_code == 402
+    assert 0 < await prefixed_redis.pttl(session) <= 100_000

@@ -1,4 +1,4 @@
-"""The in-memory store: TTL refreshed on use, bounded LRU, driven by a fake clock."""
+"""The in-memory store: TTL renewed by served turns (not reads), bounded LRU, fake clock."""
 
 from __future__ import annotations
 
@@ -17,26 +17,28 @@ class Clock:
 ENTRY = SessionEntry("m@a", "auto")
 
 
-async def test_entry_expires_after_ttl_of_idleness_and_use_refreshes_it() -> None:
+async def test_entry_expires_after_ttl_of_idleness_and_a_served_turn_renews_it() -> None:
     clock = Clock()
     store = MemorySessionStore(ttl_s=10, clock=clock)
     await store.put("k", ENTRY)
     clock.now += 9
-    assert await store.touch("k") == ENTRY  # used at t+9: lives until t+19
+    assert await store.get("k") == ENTRY
+    store.refresh("k", ENTRY)  # served at t+9: lives until t+19
     clock.now += 9
-    assert await store.touch("k") == ENTRY
-    clock.now += 10.5
-    assert await store.touch("k") is None
+    assert await store.get("k") == ENTRY
+    clock.now += 1.5  # a read at t+18 did not renew it
+    assert await store.get("k") is None
     assert len(store) == 0
 
 
-async def test_least_recently_used_is_evicted_at_the_bound() -> None:
+async def test_least_recently_served_is_evicted_at_the_bound() -> None:
     store = MemorySessionStore(ttl_s=60, max_entries=2, clock=Clock())
     await store.put("a", ENTRY)
     await store.put("b", ENTRY)
-    await store.touch("a")  # b is now the least recently used
+    await store.get("b")  # a read does not count as use
+    store.refresh("a", ENTRY)  # b is now the least recently served
     await store.put("c", ENTRY)
-    assert await store.touch("b") is None
-    assert await store.touch("a") == ENTRY
-    assert await store.touch("c") == ENTRY
+    assert await store.get("b") is None
+    assert await store.get("a") == ENTRY
+    assert await store.get("c") == ENTRY
     assert store.status().backend == "memory"

@@ -46,16 +46,19 @@ async def hot() -> AsyncIterator[FastRedis]:
     await fast.aclose()
 
 
-async def test_roundtrip_stores_only_the_entry_and_refreshes_ttl_on_use(
+async def test_roundtrip_stores_only_the_entry_and_a_served_turn_renews_its_ttl(
     shared: aioredis.Redis, hot: FastRedis, redis_prefix: str
 ) -> None:
     store = RedisSessionStore(hot, ttl_s=600, prefix=redis_prefix)
-    assert await store.touch("k1") is None
+    assert await store.get("k1") is None
     await store.put("k1", ENTRY)
     raw = await shared.get(redis_prefix + "k1")
     assert raw == b'{"d":"gpt-oss-120b@groq","r":"auto"}'
     await shared.pexpire(redis_prefix + "k1", 5_000)  # as if idle for almost ten minutes
-    assert await store.touch("k1") == ENTRY
+    assert await store.get("k1") == ENTRY
+    assert await shared.pttl(redis_prefix + "k1") <= 5_000  # a read leaves the TTL alone
+    store.refresh("k1", ENTRY)  # sent now, not waited for
+    assert await hot.execute("PING") == b"PONG"  # answered after the renewal, in order
     assert await shared.pttl(redis_prefix + "k1") > 590_000
     assert store.status().degraded is False
 
@@ -67,7 +70,7 @@ async def test_two_stores_on_one_redis_share_sessions(
     other = FastRedis("redis://127.0.0.1:6379/0", timeout_s=0.5)  # another process's
     two = RedisSessionStore(other, ttl_s=60, prefix=redis_prefix)
     await one.put("k", ENTRY)
-    assert await two.touch("k") == ENTRY
+    assert await two.get("k") == ENTRY
     await other.aclose()
 
 
@@ -81,9 +84,10 @@ async def test_unreachable_redis_serves_from_local_and_logs_once_per_incident() 
     with capture_logs() as logs:
         await store.put("k", ENTRY)  # fails, but is kept locally
         for _ in range(5):
-            assert await store.touch("k") == ENTRY
+            assert await store.get("k") == ENTRY
+            store.refresh("k", ENTRY)
         clock.now += 1.5  # retry window over: the next use probes Redis again, still down
-        assert await store.touch("k") == ENTRY
+        assert await store.get("k") == ENTRY
     status = store.status()
     assert status.degraded and status.incidents == 1
     assert status.errors == 2  # the put, then one probe: no Redis call inside the window
@@ -110,11 +114,13 @@ async def test_resumes_redis_after_restart_and_copies_local_sessions_back(
         await store.put("before", ENTRY)
         server.stop()
         with capture_logs() as logs:
-            assert await store.touch("before") == ENTRY  # local mirror
+            assert await store.get("before") == ENTRY  # local mirror
             await store.put("during", ENTRY)
             server.start()
             clock.now += 2
-            assert await store.touch("during") == ENTRY
+            assert await store.get("during") == ENTRY  # Redis lacks it: the mirror has it
+            store.refresh("during", ENTRY)  # the turn served on it copies it back
+            assert await hot.execute("PING") == b"PONG"
         assert store.status().degraded is False
         assert [e["event"] for e in logs] == ["session_store_degraded", "session_store_recovered"]
         assert flags == [True, False]
