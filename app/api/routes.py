@@ -20,7 +20,7 @@ from app.auth import api_key_of
 from app.auth.access import visible_names
 from app.auth.middleware import require_admin_key
 from app.catalog import ConfigError
-from app.errors import GatewayError
+from app.errors import GatewayError, PermissionDeniedError
 from app.gateway import Gateway, RequestContext
 from app.telemetry.attribution import request_attribution
 from app.telemetry.record import Record
@@ -98,7 +98,10 @@ async def feedback(request: Request) -> Response:
     return Response(orjson.dumps(receipt), media_type="application/json")
 
 
-@router.post("/v1/route", openapi_extra=CHAT_SCHEMA)
+ROUTE_PATH = "/v1/route"
+
+
+@router.post(ROUTE_PATH, openapi_extra=CHAT_SCHEMA)
 async def route_explain(request: Request) -> Response:
     """Dry run: how a chat-completions body would be routed, and why. No model is called.
 
@@ -107,11 +110,16 @@ async def route_explain(request: Request) -> Response:
     deployment (``chosen``, ``fallback``, ``dominated``, ``feasible`` or ``excluded:<reason>``).
     When nothing is feasible it answers the same ``no_feasible_deployment`` error as a chat
     request would.
+
+    A dry run leaves no record, except when the caller's key is refused the model or policy
+    (403): that refusal is recorded and counted like a chat request's (by key name, never the
+    key), so probing for models a key may not use shows on the dashboards.
     """
     rid = request_id_of(request)
     gateway = gateway_of(request)
     settings = gateway.settings
     api_key = api_key_of(request)
+    started: float = getattr(request.state, "started", None) or time.perf_counter()
     body = parse_body(await _body(request, settings.max_body_bytes))
     validate_chat(
         body, max_messages=settings.max_messages, max_content_chars=settings.max_content_chars
@@ -120,13 +128,19 @@ async def route_explain(request: Request) -> Response:
     ctx = RequestContext(
         request_id=rid,
         headers=request.headers,
-        started=time.perf_counter(),
-        record=Record(request_id=rid),
+        started=started,
+        record=Record(
+            request_id=rid, path=ROUTE_PATH, api_key_name=api_key.name if api_key else None
+        ),
         api_key=api_key,
     )
-    explained = gateway.explain_cascade(body, ctx)  # None unless a cascade policy is named
-    if explained is None:
-        explained = gateway.explain_route(body, ctx).explain()
+    try:
+        explained = gateway.explain_cascade(body, ctx)  # None unless a cascade policy is named
+        if explained is None:
+            explained = gateway.explain_route(body, ctx).explain()
+    except PermissionDeniedError as exc:
+        gateway.record_failure(ctx, exc.status, exc.code or exc.type)
+        raise
     return Response(orjson.dumps(explained), media_type="application/json")
 
 

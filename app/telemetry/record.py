@@ -14,6 +14,8 @@ A request that authentication refuses (a gateway key on any ``/v1/`` path, the a
 ``/admin/``) gets a record too, built by :func:`app.auth.middleware.refusal_record`: its
 ``status`` and ``user_visible_error`` (the error code), ``path``, and which key it was, by
 name when the gateway knows it or by ``api_key_fingerprint`` — never the key, never a body.
+A key refused a model or policy (403) is recorded by name through ``Gateway.record_failure``,
+on ``/v1/chat/completions`` and on the ``/v1/route`` dry run (whose answered runs leave none).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class Record:
     api_key_name: str | None = None
     # A refused key (401): ``sha256:`` + the first 12 hex digits of its hash, never the key.
     api_key_fingerprint: str | None = None
-    # The chat endpoint emits every record except auth refusals, which name their own path.
+    # The chat endpoint emits every record except refusals on other paths (auth, /v1/route).
     path: str = "/v1/chat/completions"
     # The client's own attribution (pareto.user_id / pareto.tags), for the log line only.
     user_id: str | None = None

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.auth.config import generate_key
+from app.auth.config import generate_key, hash_key
 from tests.auth.test_keys import FULL, MSG, REVOKED, SMALL_ONLY, auth_config, bearer
 from tests.support.prom import parse, value
 
@@ -136,14 +136,46 @@ async def test_admin_refusals_are_recorded_too(app_client, capsys) -> None:
     ]
 
 
-async def test_a_key_refused_a_model_is_counted_as_refused(app_client, capsys) -> None:
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/route"])
+async def test_a_key_refused_a_model_is_recorded_and_counted_as_refused(
+    app_client, capsys, path
+) -> None:
     client = await app_client(auth_config())
-    body = {"model": "big", "messages": MSG}
-    r = await client.post("/v1/chat/completions", json=body, headers=bearer(SMALL_ONLY))
+    body = {"model": "big", "messages": [{"role": "user", "content": PROMPT}]}
+    capsys.readouterr()
+    r = await client.post(path, json=body, headers={**bearer(SMALL_ONLY), "x-request-id": "r-403"})
     assert r.status_code == 403
-    _, samples = await scrape(client)
+    assert r.json()["error"]["code"] == "model_not_allowed"
+    metrics_text, samples = await scrape(client)
     assert value(samples, "pareto_requests_total", **REFUSED, status="403") == 1
-    _, records = output(capsys)
+    text, records = output(capsys)
     (record,) = records
+    assert record["request_id"] == "r-403" and record["path"] == path
+    assert record["status"] == 403 and record["user_visible_error"] == "model_not_allowed"
     assert record["api_key_name"] == "small-only" and record["api_key_fingerprint"] is None
-    assert record["user_visible_error"] == "model_not_allowed"
+    assert record["deployment"] is None and record["cost_usd"] == 0
+    # The key is named, never shown; the prompt is not logged.
+    for where in (text, metrics_text):
+        assert SMALL_ONLY not in where and PROMPT not in where
+
+
+async def test_a_key_refused_a_policy_override_on_route_is_recorded(app_client, capsys) -> None:
+    cheap_only = generate_key()
+    client = await app_client(
+        auth_config(**{"cheap-only": {"hash": hash_key(cheap_only), "policies": ["cheap"]}})
+    )
+    capsys.readouterr()
+    body = {"model": "cheap", "messages": MSG}
+    r = await client.post(
+        "/v1/route", json=body, headers={**bearer(cheap_only), "x-pareto-policy": "best"}
+    )
+    assert r.status_code == 403, r.text
+    _, records = output(capsys)
+    assert [(rec["path"], rec["status"], rec["api_key_name"]) for rec in records] == [
+        ("/v1/route", 403, "cheap-only")
+    ]
+    # A dry run that is answered is not a request: no record, no count.
+    r = await client.post("/v1/route", json=body, headers=bearer(cheap_only))
+    assert r.status_code == 200, r.text
+    _, records = output(capsys)
+    assert records == []
