@@ -106,6 +106,27 @@ def counted_usage(body: dict[str, Any], text: str) -> Usage:
     )
 
 
+def _counted_stream_usage(body: dict[str, Any], out_chars: int, prompt: Usage | None) -> Usage:
+    """Usage of a stream that ended without its final usage: the output counted by the
+    gateway from what was relayed; the input as the upstream reported it at the start
+    (``prompt``: Anthropic's cache reads and writes, priced as such), else counted too."""
+    completion = max(1, out_chars // 40)
+    if prompt is None:
+        return Usage(
+            prompt_tokens=estimate_messages_tokens(body.get("messages") or []),
+            completion_tokens=completion,
+            reported=False,
+        )
+    return Usage(
+        prompt_tokens=prompt.prompt_tokens,
+        completion_tokens=max(completion, prompt.completion_tokens),
+        cached_tokens=prompt.cached_tokens,
+        cache_creation_tokens=prompt.cache_creation_tokens,
+        cache_creation_1h_tokens=prompt.cache_creation_1h_tokens,
+        reported=False,
+    )
+
+
 async def _aiter(events: Iterable[bytes]) -> AsyncIterator[bytes]:
     for event in events:
         yield event
@@ -494,6 +515,7 @@ class Gateway:
         options = body.get("stream_options")
         want_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         usage: Usage | None = None
+        prompt_usage: Usage | None = None  # the input side, when reported at the start
         out_chars = 0
         rec = ctx.record
         clock = time.perf_counter
@@ -503,6 +525,8 @@ class Gateway:
             for chunk in head:
                 if chunk.usage is not None:
                     usage = chunk.usage
+                if chunk.prompt_usage is not None:
+                    prompt_usage = chunk.prompt_usage
                 out_chars += chunk.content_bytes
                 if not (chunk.usage_only and not want_usage):
                     parts.append(chunk.data)
@@ -542,11 +566,7 @@ class Gateway:
                 finished = True
                 return
             if usage is None:
-                usage = Usage(
-                    prompt_tokens=estimate_messages_tokens(body.get("messages") or []),
-                    completion_tokens=max(1, out_chars // 40),
-                    reported=False,
-                )
+                usage = _counted_stream_usage(body, out_chars, prompt_usage)
                 if want_usage:
                     yield (
                         b"data: "
@@ -573,11 +593,7 @@ class Gateway:
                 rec.client_disconnected = True
                 rec.status = 499
             if usage is None:  # cut or failed: what was relayed so far, counted by the gateway
-                usage = Usage(
-                    prompt_tokens=estimate_messages_tokens(body.get("messages") or []),
-                    completion_tokens=max(1, out_chars // 40),
-                    reported=False,
-                )
+                usage = _counted_stream_usage(body, out_chars, prompt_usage)
             self._finish_record(ctx, entry, usage, ttft_s)
             if finished and rec.status == 200:
                 self.router.output_observed(plan, usage.completion_tokens)

@@ -13,7 +13,9 @@
   ``cache_creation.ephemeral_1h_input_tokens`` the part written to the 1-hour cache) because
   Anthropic bills them above the input price (1.25x, 1-hour 2x).
 - :class:`StreamTranslator` turns stream events into OpenAI chunks one by one; an ``error``
-  event raises the matching :class:`UpstreamError`.
+  event raises the matching :class:`UpstreamError`. The ``message_start`` chunk carries the
+  input side of the usage (``StreamChunk.prompt_usage``: cache reads and writes included),
+  so a stream cut before ``message_stop`` is still priced with its cache breakdown.
 """
 
 from __future__ import annotations
@@ -290,6 +292,10 @@ class StreamTranslator:
                 start = usage_from_anthropic(message.get("usage"))
                 if start is not None:
                     self._usage = start
+                    # Kept by the gateway in case the stream is cut before message_stop.
+                    return StreamChunk.event(
+                        self._delta({"role": "assistant", "content": ""}), prompt_usage=self.usage
+                    )
             return StreamChunk.event(self._delta({"role": "assistant", "content": ""}))
         if kind == "message_delta":
             self._merge_usage(event.get("usage"))

@@ -104,7 +104,11 @@ class StreamChunk:
     counts output tokens itself when the upstream reports no usage. Once the first token is
     out, the OpenAI-compatible reader marks every chunk ``content`` (finish event included)
     without looking inside, and leaves ``finish_reason`` unset: nothing in the relay reads
-    it; adapters that translate events (Anthropic) set it.
+    it; adapters that translate events (Anthropic) set it. ``prompt_usage`` is the input side
+    of the usage when the upstream reports it at the start (Anthropic's ``message_start``:
+    input, cache-read and cache-write tokens), set on a chunk before the first content, so
+    it is in the stream's head; a stream cut before its final ``usage`` is priced with it
+    (only the output is then counted by the gateway).
     """
 
     data: bytes
@@ -113,6 +117,7 @@ class StreamChunk:
     usage_only: bool = False
     finish_reason: str | None = None
     content_bytes: int = 0
+    prompt_usage: Usage | None = None
 
     @classmethod
     def event(
@@ -123,6 +128,7 @@ class StreamChunk:
         usage: Usage | None = None,
         usage_only: bool = False,
         finish_reason: str | None = None,
+        prompt_usage: Usage | None = None,
     ) -> StreamChunk:
         """One event's JSON ``payload`` as a framed chunk (adapters that translate events)."""
         return cls(
@@ -132,6 +138,7 @@ class StreamChunk:
             usage_only,
             finish_reason,
             len(payload) if content else 0,
+            prompt_usage,
         )
 
 

@@ -607,6 +607,21 @@ async def test_stream_usage_keeps_cache_writes_and_their_one_hour_part(deploymen
     assert usage.cache_creation_tokens == 5000 and usage.cache_creation_1h_tokens == 4000
 
 
+async def test_stream_start_carries_the_prompt_usage_for_a_cut_stream(deployment) -> None:
+    seen = []
+    with pytest.raises(UpstreamConnectionError):
+        async with respx.mock() as mock, httpx.AsyncClient() as client:
+            mock.post(URL).respond(200, content=wire("stream_cut_cached.sse"))
+            async for chunk in AnthropicProvider(client).stream(call(deployment, stream=True)):
+                seen.append(chunk)
+    start = seen[0].prompt_usage
+    assert start is not None and not seen[0].content  # in the head, before the first token
+    assert (start.prompt_tokens, start.cached_tokens) == (40 + 2000 + 5000, 2000)
+    assert (start.cache_creation_tokens, start.cache_creation_1h_tokens) == (5000, 4000)
+    assert all(chunk.usage is None for chunk in seen)  # no final usage: it never came
+    assert all(chunk.prompt_usage is None for chunk in seen[1:])
+
+
 async def test_stream_split_anywhere_with_crlf_lines(deployment) -> None:
     raw = wire("stream_text.sse").replace(b"\n", b"\r\n")
 

@@ -191,3 +191,33 @@ async def test_cache_writes_are_billed_above_input_streaming(sdk) -> None:
     assert record["stream"] is True and record["deployment"] == "big@anthropic"
     assert record["cost_usd"] == pytest.approx(expected, rel=1e-9)
     assert record["cache_write_input_tokens"] == 5000
+
+
+async def test_a_stream_cut_before_message_stop_is_priced_with_its_cache_breakdown(sdk) -> None:
+    with capture_logs() as logs:
+        async with respx.mock() as mock:
+            mock.post(URL).respond(
+                200,
+                content=wire("stream_cut_cached.sse"),
+                headers={"content-type": "text/event-stream"},
+            )
+            stream = await sdk.chat.completions.create(
+                model="big", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            text = ""
+            with pytest.raises(openai.APIError):
+                async for chunk in stream:
+                    if chunk.choices:
+                        text += chunk.choices[0].delta.content or ""
+    assert text.startswith("The first half")
+    record = request_record(logs)
+    assert record["deployment"] == "big@anthropic" and record["status"] == 502
+    # message_start's breakdown survives the cut: 40 fresh, 2000 read, 5000 written (4000 to
+    # the 1-hour cache); only the output is counted by the gateway.
+    assert record["input_tokens"] == 40 + 2000 + 5000
+    assert record["cached_input_tokens"] == 2000 and record["cache_write_input_tokens"] == 5000
+    assert record["usage_counted_by_gateway"] is True
+    out = record["output_tokens"]
+    assert out >= 1
+    expected = (40 * 0.5 + 2000 * 0.05 + 1000 * 0.625 + 4000 * 1.0 + out * 1) / 1e6
+    assert record["cost_usd"] == pytest.approx(expected, rel=1e-9)
