@@ -54,8 +54,9 @@ layer may also push a change directly (:meth:`Metrics.breaker_changed`,
 
 Labels are bounded: model, deployment and policy names come from the catalog, statuses are
 HTTP codes, reasons come from closed vocabularies (pre-created at start so dashboards have
-series before the first event). Never an id. Reasons outside a vocabulary are counted as
-``other``.
+series before the first event, as are the refusals' ``pareto_requests_total`` series: model,
+deployment and policy ``none``, status 401 and 403). Never an id. Reasons outside a
+vocabulary are counted as ``other``.
 
 Several uvicorn workers: ``pareto serve --workers N`` points ``PROMETHEUS_MULTIPROC_DIR`` at a
 fresh directory before the workers start; each worker writes its values there and ``GET
@@ -290,7 +291,12 @@ class Metrics:
             registry=r,
         )
         # Precomputed children: the request path does one dict lookup per family.
-        self._requests: dict[tuple[str, str, str, int], Counter] = {}
+        self._requests: dict[tuple[str, str, str, int], Counter] = {
+            # Refusals' series exist from the start, so a rate shows the first one (a series
+            # born at 1 has no increase to see); the dashboards' auth panel reads them.
+            (NONE, NONE, NONE, status): self.requests.labels(NONE, NONE, NONE, str(status))
+            for status in sorted(_REFUSED)
+        }
         self._deployments: dict[tuple[str, str], _DeploymentSeries] = {}
         self._overhead = {
             True: self.overhead.labels("stream"),

@@ -261,6 +261,11 @@ async def test_bounded_label_values_exist_before_the_first_event(app_client) -> 
         assert value(samples, "pareto_breaker_state", deployment=dep) == 0
         assert has(samples, "pareto_ttft_seconds_bucket", deployment=dep)
     assert value(samples, "pareto_redis_degraded") == 0
+    # Refusals (401 bad key, 403 a key refused a model): a rate sees the first one.
+    for status in ("401", "403"):
+        refused = {"model": "none", "deployment": "none", "policy": "none", "status": status}
+        assert has(samples, "pareto_requests_total", **refused)
+        assert value(samples, "pareto_requests_total", **refused) == 0
     # Never an id as a label.
     assert all("request_id" not in dict(labels) for _, labels in samples)
 
