@@ -328,7 +328,8 @@ class Gateway:
         ctx.walk = self.failover.begin(
             ctx.request_id, rec, request_limits(self.failover.defaults, policy)
         )
-        ctx.walk.prompt_cache = policy.prompt_cache if policy is not None else None
+        # The plan's cost estimate assumed the same setting (ResolvedPolicy.prompt_cache).
+        ctx.walk.prompt_cache = plan.resolved.prompt_cache if plan.resolved is not None else None
         await self._hold(ctx, plan)
         rec.router_policy = plan.policy
         rec.quality_floor = plan.quality_floor
@@ -415,7 +416,15 @@ class Gateway:
             if k != "x-pareto-policy" and (client_overrides or not k.startswith("x-pareto-"))
         }
         allowed = allowed_models(ctx.api_key, catalog, str(body.get("model")))
-        return self.router.route(catalog, body, headers, allowed_models=allowed, explain=explain)
+        # A cascade's walk leaves prompt caching to each deployment: so does its estimate.
+        return self.router.route(
+            catalog,
+            body,
+            headers,
+            allowed_models=allowed,
+            explain=explain,
+            policy_prompt_cache=False,
+        )
 
     async def walk_complete(
         self, plan: RoutePlan, body_for: BodyFor, ctx: RequestContext

@@ -229,6 +229,7 @@ def load_catalog(path: str | Path, env: Mapping[str, str] | None = None) -> Cata
                 api_key_env=d.api_key_env,
                 api_key=api_key,
                 prompt_cache=d.prompt_cache,
+                prompt_cache_min_tokens=d.prompt_cache_min_tokens,
             )
         )
 

@@ -66,10 +66,18 @@ class Deployment:
     # sets them (Anthropic's multipliers when the config leaves them out); None = input price.
     price_cache_write: float | None = None
     price_cache_write_1h: float | None = None
+    # Anthropic caches no prompt shorter than this (model-dependent).
+    prompt_cache_min_tokens: int = 1024
 
     @property
     def faults(self) -> FaultSpec:
         return self.simulation.faults if self.simulation else FaultSpec()
+
+    def caches_prompt(self, setting: bool | None) -> bool:
+        """Whether the gateway marks a request's prompt for this deployment's prompt cache
+        (``cache_control`` breakpoints: Anthropic only). ``setting`` is the policy's
+        ``prompt_cache``, which wins; None defers to the deployment's own."""
+        return self.kind == "anthropic" and (self.prompt_cache if setting is None else setting)
 
     def static_cost_usd(
         self,

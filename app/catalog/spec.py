@@ -125,6 +125,13 @@ class DeploymentSpec(_Spec):
         description="kind anthropic: add cache_control breakpoints to the system prompt and "
         "the conversation so far (cache writes cost more, reads far less)",
     )
+    prompt_cache_min_tokens: int = Field(
+        default=1024,
+        ge=0,
+        description="kind anthropic: the shortest prompt the model caches (Anthropic: 1024 "
+        "tokens for most Claude models, 2048 or 4096 for some); the router's cost estimate "
+        "prices cache writes from this length on",
+    )
     enabled: bool = True
 
 

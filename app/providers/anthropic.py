@@ -75,7 +75,7 @@ class AnthropicProvider:
 
     def _payload(self, call: UpstreamCall, *, stream: bool) -> bytes:
         dep = call.deployment
-        cache = call.prompt_cache if call.prompt_cache is not None else dep.prompt_cache
+        cache = dep.caches_prompt(call.prompt_cache)  # the router's estimate asks the same
         try:
             request = to_messages_request(
                 call.body,

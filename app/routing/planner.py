@@ -9,11 +9,16 @@
    the context window cannot hold input + expected output (``excluded:context_window``), or
    its quality, estimated cost or latency misses the floor or a ceiling
    (``excluded:quality_floor`` / ``excluded:max_cost`` / ``excluded:max_latency``).
-2. **Utility.** ``U = q − λ_cost·c − λ_latency·l`` with ``c = (n_in − n_cached)·p_in +
+2. **Utility.** ``U = q − λ_cost·c − λ_latency·l`` with ``c = (n_in − n_cached)·p_fresh +
    n_cached·p_cached + n_out·p_out`` and ``l = TTFT + n_out / decode_tps`` (live estimates
    when given). Cached input only applies to a session's sticky deployment
    (:class:`app.routing.sticky.Sticky`: its expected cached prefix is priced at the
    cached-input price); batch discounts do not apply to online chat completions.
+   ``p_fresh`` is the input price, or the cache-write price where the gateway marks the
+   prompt for the provider's cache (an Anthropic deployment under the policy's or its own
+   ``prompt_cache``, for a prompt of at least its ``prompt_cache_min_tokens``): its
+   breakpoints end at the last message, so every input token not read from the cache is
+   written to it (:meth:`CatalogTable.write_surcharge`, one look-up per request).
 3. **Pareto.** Dominated deployments (q ≥, c ≤, l ≤, one strict) are never chosen.
 4. **Plan.** The highest-utility non-dominated deployment first, then the same model at
    other providers, then the rest of the frontier by utility, then dominated feasible ones,
@@ -48,7 +53,7 @@ from app.routing.plan import (
 from app.routing.policy import ResolvedPolicy
 from app.routing.quality import QualityEstimator
 from app.routing.sticky import Sticky, StickyOutcome, SwitchReason
-from app.routing.table import BoolArray, CatalogTable, FloatArray, IntArray
+from app.routing.table import BoolArray, CatalogTable, FloatArray, IntArray, Surcharge
 
 _NO_IDS: frozenset[str] = frozenset()
 
@@ -69,8 +74,19 @@ class LiveView:
         return self.matrix[:, 3]
 
 
+def _read_saving(table: CatalogTable, i: int, surcharge: Surcharge | None) -> float:
+    """USD saved per input token deployment ``i`` reads from its cache instead of taking
+    fresh: the input price (plus the write surcharge, when fresh input is written) minus the
+    cached-input price."""
+    extra = surcharge[1][i] if surcharge is not None else 0.0
+    return table.price_input_list[i] + extra - table.price_cached_list[i]
+
+
 def _sticky_saving(
-    table: CatalogTable, features: Features, sticky: Sticky | None
+    table: CatalogTable,
+    features: Features,
+    sticky: Sticky | None,
+    surcharge: Surcharge | None = None,
 ) -> tuple[int, float]:
     """(index, USD saved) of the sticky deployment's cached prefix, or (-1, 0)."""
     if sticky is None or sticky.cached_input_tokens <= 0:
@@ -79,7 +95,7 @@ def _sticky_saving(
     if i is None:
         return -1, 0.0
     cached = min(sticky.cached_input_tokens, features.input_tokens)
-    return i, cached * (table.price_input_list[i] - table.price_cached_list[i])
+    return i, cached * _read_saving(table, i, surcharge)
 
 
 def estimate_arrays(
@@ -87,12 +103,17 @@ def estimate_arrays(
     features: Features,
     live: LiveView | None = None,
     sticky: Sticky | None = None,
+    prompt_cache: bool | None = None,
 ) -> tuple[FloatArray, FloatArray]:
-    """Estimated cost (USD) and latency (s) of every deployment for this request."""
+    """Estimated cost (USD) and latency (s) of every deployment for this request
+    (``prompt_cache``: the policy's setting, see the module docstring)."""
     n_in, n_out = features.input_tokens, features.output_tokens
     matrix = table.matrix if live is None else live.matrix
     cost = matrix[:, 0] * n_in + matrix[:, 1] * n_out
-    i, saving = _sticky_saving(table, features, sticky)
+    surcharge = table.write_surcharge(prompt_cache, n_in)
+    if surcharge is not None:
+        cost += surcharge[0] * n_in
+    i, saving = _sticky_saving(table, features, sticky, surcharge)
     if i >= 0:
         cost[i] -= saving
     latency = matrix[:, 2] + n_out * matrix[:, 3]
@@ -276,13 +297,18 @@ def plan_route(
     lc, ll = policy.lambda_cost, policy.lambda_latency
     matrix = table.matrix if live is None else live.matrix
     utility = q_arr - matrix.dot(np.array((lc * n_in, lc * n_out, ll, ll * n_out)))
-    sticky_i, saving = (-1, 0.0) if sticky is None else _sticky_saving(table, features, sticky)
+    surcharge = table.write_surcharge(policy.prompt_cache, n_in)
+    if surcharge is not None:  # deployments that write the prompt to their cache
+        utility -= surcharge[0] * (lc * n_in)
+    sticky_i, saving = (
+        (-1, 0.0) if sticky is None else _sticky_saving(table, features, sticky, surcharge)
+    )
     if sticky_i >= 0:
         utility[sticky_i] += lc * saving
     ceilings = policy.max_cost_usd is not None or policy.max_latency_s is not None
     cost = latency = None
     if ceilings or explain:
-        cost, latency = estimate_arrays(table, features, live, sticky)
+        cost, latency = estimate_arrays(table, features, live, sticky, policy.prompt_cache)
     feasible_idx, neg_q = _feasible(
         table, features, policy, q_arr, q_arr is catalog_q, cost, latency, unavailable
     )
@@ -300,7 +326,9 @@ def plan_route(
                 feasible_idx, best_effort = hard.nonzero()[0], True
             else:
                 if cost is None or latency is None:
-                    cost, latency = estimate_arrays(table, features, live, sticky)
+                    cost, latency = estimate_arrays(
+                        table, features, live, sticky, policy.prompt_cache
+                    )
                 raise _no_feasible(
                     table,
                     features,
@@ -319,12 +347,15 @@ def plan_route(
 
     # q, c, l of the planned and walked deployments in plain floats, computed on first use.
     p_in, p_out = table.price_input_list, table.price_output_list
+    extra = surcharge[1] if surcharge is not None else None
     known: dict[int, tuple[float, float, float]] = {}
 
     def numbers(i: int) -> tuple[float, float, float]:
         got = known.get(i)
         if got is None:
             c = p_in[i] * n_in + p_out[i] * n_out
+            if extra is not None:
+                c += extra[i] * n_in
             if i == sticky_i:
                 c -= saving
             got = known[i] = (q_list[i], c, matrix.item(i, 2) + n_out * matrix.item(i, 3))
@@ -352,7 +383,7 @@ def plan_route(
     feasible: BoolArray | None = None
     if sticky is not None or explain:
         if cost is None or latency is None:
-            cost, latency = estimate_arrays(table, features, live, sticky)
+            cost, latency = estimate_arrays(table, features, live, sticky, policy.prompt_cache)
         feasible = np.zeros(len(table), dtype=np.bool_)
         feasible[feasible_idx] = True
     if sticky is not None:
@@ -513,8 +544,8 @@ def _sticky_outcome(
     if i is None:  # removed from the catalog, disabled, or its key unset
         return StickyOutcome(sid, kept=False, switch_reason="infeasible")
     cached = min(sticky.cached_input_tokens, features.input_tokens)
-    saving = float(table.price_input[i] - table.price_cached_input[i])
-    cache_value = policy.lambda_cost * cached * saving
+    surcharge = table.write_surcharge(policy.prompt_cache, features.input_tokens)
+    cache_value = policy.lambda_cost * cached * _read_saving(table, i, surcharge)
     primary = plan.entries[0]
     if primary.deployment.id == sid:
         return StickyOutcome(sid, kept=True, cache_value=cache_value)

@@ -32,6 +32,9 @@ class ResolvedPolicy:
     models: frozenset[str] | None
     max_fallbacks: int
     overrides: tuple[str, ...] = ()
+    # The policy's Anthropic prompt caching (None = each deployment's setting): deployments
+    # that cache the prompt bill uncached input at the cache-write price (the estimate too).
+    prompt_cache: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,4 +139,5 @@ def resolve_policy(
         models=models,
         max_fallbacks=policy.max_fallbacks,
         overrides=tuple(used),
+        prompt_cache=policy.prompt_cache,
     )

@@ -20,6 +20,7 @@ Inputs other parts of the gateway supply:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
 from typing import Any
 
 from app.catalog.model import Catalog, Policy
@@ -190,16 +191,21 @@ class Router:
         allowed_models: frozenset[str] | None = None,
         explain: bool = False,
         input_tokens: int | None = None,
+        policy_prompt_cache: bool = True,
     ) -> RoutePlan:
         """Features → policy → plan for one chat-completions body (see the module docstring).
 
         ``allowed_models``: the models the caller's API key may use (``None`` = any).
+        ``policy_prompt_cache=False``: the calls will not apply the policy's
+        ``prompt_cache`` (a cascade's tiers): estimate with each deployment's own setting.
         """
         overrides = parse_overrides(headers, body)
         features = extract_features(body, self.priors.current, input_tokens)
         policy = self.resolve(
             catalog, str(body.get("model")), features, overrides, budget_factor, allowed_models
         )
+        if not policy_prompt_cache and policy.prompt_cache is not None:
+            policy = replace(policy, prompt_cache=None)
         table = self._table
         if table.catalog is not catalog:  # a request that began before a reload
             table = CatalogTable(catalog)

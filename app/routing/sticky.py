@@ -37,7 +37,9 @@ class StickyOutcome:
     """What the router did with a :class:`Sticky`.
 
     ``kept`` is true when the sticky deployment leads the plan. ``cache_value`` is the utility
-    the warm cache is worth (λ_cost × the cached-input saving); ``margin`` is how far the best
+    the warm cache is worth (λ_cost × the cached-input saving against the price the prefix
+    would otherwise cost: input, or cache-write where it would be written); ``margin`` is how
+    far the best
     other deployment's utility is above (positive) or below the sticky one's, warm-priced.
     """
 

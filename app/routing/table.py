@@ -7,7 +7,7 @@ model masks. Everything that does not depend on the request is computed here.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from itertools import combinations
 from typing import Final
@@ -22,6 +22,9 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
 CAPABILITIES = ("tools", "vision", "json", "logprobs")
+# Per deployment, USD per input token written to the prompt cache above the input price: as
+# an array and as plain floats (:meth:`CatalogTable.write_surcharge`).
+Surcharge = tuple[FloatArray, list[float]]
 # Bound on memoised feasible sets per table: keys include client-chosen floors, so a cap keeps
 # memory flat whatever the requests; a full cache is simply dropped and refilled.
 MAX_FEASIBLE_SETS: Final = 4096
@@ -58,6 +61,8 @@ class CatalogTable:
         "_feasible",
         "_quality_lists",
         "same_model",
+        "_cache_mins",
+        "_surcharges",
     )
 
     def __init__(self, catalog: Catalog) -> None:
@@ -114,6 +119,22 @@ class CatalogTable:
             tuple[frozenset[str], frozenset[str] | None, str, float, int],
             tuple[IntArray, FloatArray],
         ] = {}
+        # Prompt-cache writes (see write_surcharge): every (policy setting, rank of the
+        # prompt's length among the distinct minimums) precomputed; None = nothing anywhere.
+        self._cache_mins: list[int] = sorted({d.prompt_cache_min_tokens for d in deps})
+        self._surcharges: dict[tuple[bool | None, int], Surcharge | None] = {}
+        for setting in (None, True, False):
+            for rank in range(len(self._cache_mins) + 1):
+                reached = self._cache_mins[:rank]
+                extra = _floats(
+                    _write_surcharge(d) if d.caches_prompt(setting) else 0.0 for d in deps
+                )
+                extra *= np.fromiter(
+                    (d.prompt_cache_min_tokens in reached for d in deps),
+                    dtype=np.bool_,
+                    count=len(deps),
+                )
+                self._surcharges[(setting, rank)] = (extra, extra.tolist()) if extra.any() else None
 
     def __len__(self) -> int:
         return len(self.deployments)
@@ -194,6 +215,16 @@ class CatalogTable:
         self._feasible[key] = hit
         return hit
 
+    def write_surcharge(self, setting: bool | None, input_tokens: int) -> Surcharge | None:
+        """What each deployment bills per input token above its input price because it
+        writes the prompt to its cache: ``cache_write - input`` where the gateway marks this
+        request's prompt for caching (:meth:`Deployment.caches_prompt` under the policy's
+        ``setting``) and the prompt is at least the deployment's ``prompt_cache_min_tokens``;
+        0 elsewhere. None when that is 0 everywhere (no Anthropic deployment caches: the
+        common case). A dict look-up: every combination is computed when the table is built.
+        """
+        return self._surcharges.get((setting, bisect_right(self._cache_mins, input_tokens)))
+
     def deployments_of(self, model: str) -> tuple[int, ...]:
         """Indexes of a model's deployments."""
         return self._by_model.get(model, ())
@@ -201,6 +232,13 @@ class CatalogTable:
     def expand_models(self, by_model: Mapping[str, float], default: float = 0.0) -> FloatArray:
         """A per-model score mapping (e.g. a learned quality predictor's) as a column."""
         return _floats(by_model.get(name, default) for name in self.model_names)
+
+
+def _write_surcharge(dep: Deployment) -> float:
+    """A prompt-cache write's price above the input price (USD per token, 5-minute cache:
+    the gateway's breakpoints ask for no longer)."""
+    write = dep.price_cache_write
+    return 0.0 if write is None else write - dep.price_input
 
 
 def _floats(values: Iterable[float]) -> FloatArray:
