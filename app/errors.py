@@ -29,7 +29,9 @@ with ``raise ... from exc``; nothing else reaches the client.
         ├── UpstreamRateLimitedError   429  rate_limited            retryable
         ├── UpstreamServerError        502  upstream_5xx            retryable
         ├── UpstreamTimeoutError       504  timeout_*               retryable
-        ├── UpstreamConnectionError    502  connection_error        retryable
+        ├── UpstreamConnectionError    502  connection_error        retryable (the same
+        │                                                           deployment only if the
+        │                                                           request never left)
         ├── UpstreamContextWindowError 400  context_window          retryable elsewhere
         ├── UpstreamAuthError          502  auth_failed             retryable elsewhere
         ├── CircuitOpenError           503  circuit_open            retryable elsewhere
@@ -281,8 +283,18 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class UpstreamConnectionError(UpstreamError):
+    """The connection failed or broke. ``request_sent`` says whether the request may have
+    reached the upstream: if it may have, the same deployment is not tried again (only
+    another one, as after a timeout), since a replay could run and bill the generation
+    twice; a request that provably never left (connect failed) may be."""
+
     code = "upstream_connection_error"
     fallback_reason = "connection_error"
+
+    def __init__(self, message: str, *, request_sent: bool, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.request_sent = request_sent
+        self.retry_same = not request_sent
 
 
 class UpstreamContextWindowError(UpstreamError):

@@ -162,6 +162,7 @@ class AnthropicProvider:
                     raise UpstreamConnectionError(
                         f"deployment {dep.id} ended the stream without message_stop",
                         deployment=dep.id,
+                        request_sent=True,
                     )
         except TransportError as exc:
             raise map_transport_error(exc, dep.id, started=started) from exc

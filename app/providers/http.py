@@ -12,6 +12,15 @@ transport errors below, so they never import an HTTP library. Backends:
 
 Timeouts: ``connect`` bounds connection set-up, ``read`` bounds each wait for bytes (for a
 stream, the first token and every gap after it; for a non-stream, the whole answer).
+
+Replays (README, Reliability: "Upstream connections"). Every backend skips pooled
+connections it knows are closed and never sends a ``POST`` a second time once it may have
+reached the upstream; such a failure is a :class:`TransportError` with ``request_sent=True``
+for the reliability walk. They differ in how they know a pooled connection is closed: http1
+and aiohttp read the flags their event-loop protocol set (an EOF the loop has not processed
+yet is not seen), httpx polls the socket at checkout (one syscall per request, sees an
+unprocessed EOF too). Only http1 resends on a fresh connection when the write to a pooled one
+failed at once (nothing left: plain TCP only).
 """
 
 from __future__ import annotations
@@ -27,14 +36,24 @@ import httpx
 
 
 class TransportError(Exception):
-    """The connection failed or broke (refused, reset, closed mid-body)."""
+    """The connection failed or broke (refused, reset, closed mid-body).
+
+    ``request_sent`` is False only when the request provably never reached the upstream
+    (the connection could not be made, or the write failed before a byte left); True when
+    it may have. A request that may have been sent must not be replayed silently: the
+    upstream may be running (and billing) the generation already.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class TransportTimeout(TransportError):
     """A timeout; ``phase`` is ``connect`` or ``read``."""
 
     def __init__(self, message: str, phase: str) -> None:
-        super().__init__(message)
+        super().__init__(message, request_sent=phase != "connect")
         self.phase = phase
 
 
@@ -82,7 +101,10 @@ def _aiohttp_error(exc: BaseException, started: bool) -> TransportError:
         return TransportTimeout(f"connect timed out: {type(exc).__name__}", "connect")
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
         return TransportTimeout(f"read timed out: {type(exc).__name__}", "read")
-    return TransportError(f"{type(exc).__name__}")
+    # Only a failed connect proves the request never left; a ServerDisconnectedError or an
+    # OSError after that may follow a delivered request (aiohttp itself does not retry a POST).
+    sent = not isinstance(exc, aiohttp.ClientConnectorError)
+    return TransportError(f"{type(exc).__name__}", request_sent=sent)
 
 
 class _AiohttpStream:
@@ -185,7 +207,10 @@ def _httpx_error(exc: httpx.HTTPError) -> TransportError:
         return TransportTimeout(f"connect timed out: {type(exc).__name__}", "connect")
     if isinstance(exc, httpx.TimeoutException):
         return TransportTimeout(f"read timed out: {type(exc).__name__}", "read")
-    return TransportError(type(exc).__name__)
+    # Only a failed connect proves the request never left (httpcore resends on another
+    # connection only when the pooled one was unusable before anything was written).
+    sent = not isinstance(exc, httpx.ConnectError)
+    return TransportError(type(exc).__name__, request_sent=sent)
 
 
 class _HttpxStream:

@@ -10,8 +10,16 @@ What it does, and only that: ``POST`` with a body (``Host`` and ``Content-Length
 the status, the headers (lower-cased names), the body whole or as it arrives (chunked
 transfer-encoding decoded, reading paused while the consumer is behind), a connect timeout
 and a read timeout per wait for bytes, TLS for ``https://`` (the system's trust store), and
-connections kept alive and reused. A pooled connection that turns out to be closed before
-any answer byte arrived is retried once on a fresh one (the server closed it while idle).
+connections kept alive and reused.
+
+A ``POST`` is never sent twice once it may have reached the upstream: a generation that ran
+(and was billed) must not silently run again. So a pooled connection known to be closed (its
+EOF or close seen by the loop) is skipped at checkout, and the request is resent, on a fresh
+connection, only when the write to a pooled one failed at once (nothing of it left). A
+connection that closes after the request was written, before any answer byte, is a
+:class:`TransportError` with ``request_sent=True``: the reliability walk decides what to do
+with it (README, Reliability). Checking all this costs flag reads, no syscall per request:
+an EOF that reached the kernel but not yet the loop is not seen.
 
 What it deliberately does not do: redirects, proxies, cookies, compression (no
 ``Accept-Encoding`` is sent, so servers answer in identity), HTTP/2, ``100-continue``.
@@ -45,7 +53,9 @@ class _Origin:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TransportError(f"unsupported upstream URL scheme or host: {parts.scheme!r}")
+            raise TransportError(
+                f"unsupported upstream URL scheme or host: {parts.scheme!r}", request_sent=False
+            )
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
@@ -109,8 +119,15 @@ class _Connection(asyncio.Protocol):
             te = self.headers.get("transfer-encoding", "")
             if self.headers_done and "content-length" not in self.headers and "chunked" not in te:
                 self.complete = True  # a body delimited by the connection closing
+            elif exc is not None:
+                self.error = exc
+            elif self.headers_done:
+                self.error = ConnectionResetError("the upstream closed the connection mid-body")
             else:
-                self.error = exc or ConnectionResetError("the upstream closed the connection")
+                self.error = ConnectionResetError(
+                    "the upstream closed the connection after the request was sent, before "
+                    "answering (not resent: it may have been processed)"
+                )
         self._wake()
 
     def data_received(self, data: bytes) -> None:
@@ -158,11 +175,18 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> bool:
+        """Write the request. False when nothing of it can have reached the peer: the
+        connection was known closed, or the write failed at once (the transport's first
+        ``send`` raised and it began closing; a write that could not complete at once is
+        buffered and any later failure counts as possibly delivered). True otherwise."""
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            return False
         self._begin()
         self.busy = True
-        assert self.transport is not None
-        self.transport.write(data)
+        transport.write(data)
+        return not transport.is_closing()
 
     async def wait(self, seconds: float) -> None:
         """Until something arrives (headers, body, the end, an error) or ``seconds`` pass
@@ -304,7 +328,9 @@ class Http1Backend:
         lines = [origin.prefix, f"content-length: {len(body)}\r\n"]
         for name, value in headers.items():
             if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                raise TransportError(f"header {name!r} contains a line break; refusing to send")
+                raise TransportError(
+                    f"header {name!r} contains a line break; refusing to send", request_sent=False
+                )
             lines.append(f"{name}: {value}\r\n")
         lines.append("\r\n")
         return "".join(lines).encode("latin-1") + body
@@ -328,18 +354,28 @@ class Http1Backend:
         except TimeoutError as exc:
             raise TransportTimeout(f"connect timed out after {seconds:g} s", "connect") from exc
         except OSError as exc:
-            raise TransportError(f"connect failed: {type(exc).__name__}") from exc
+            raise TransportError(
+                f"connect failed: {type(exc).__name__}", request_sent=False
+            ) from exc
         self._open.add(conn)
         return conn
 
     def _pooled(self, origin: _Origin) -> _Connection | None:
+        """An idle connection that is neither expired nor known to be closed (those are
+        dropped on the way: no attempt is spent on them)."""
         idle = self._idle.get(origin.key)
         if not idle:
             return None
         now = time.monotonic()
         while idle:
             conn = idle.pop()  # most recently used first: the likeliest to be alive
-            if not conn.lost and now - conn.idle_since < self._keepalive_s:
+            transport = conn.transport
+            if (
+                now - conn.idle_since < self._keepalive_s
+                and not conn.lost
+                and transport is not None
+                and not transport.is_closing()  # its EOF was read: closing, not yet lost
+            ):
                 return conn
             self._discard(conn)
         return None
@@ -359,27 +395,30 @@ class Http1Backend:
         self._discard(conn)
 
     async def _exchange(self, origin: _Origin, request: bytes, timeouts: Timeouts) -> _Connection:
-        """Send the request; return the connection once the response's headers are in."""
+        """Send the request; return the connection once the response's headers are in.
+
+        Sent a second time only if the write to a pooled connection failed at once; once
+        written, the request is never resent (module docstring)."""
         conn = self._pooled(origin)
-        reused = conn is not None
+        if conn is not None and not conn.send(request):
+            self._discard(conn)  # nothing of the request left: a fresh connection may send it
+            conn = None
         if conn is None:
             conn = await self._connect(origin, timeouts.connect)
-        try:
-            while True:
-                conn.send(request)
-                while not conn.headers_done:
-                    if conn.error is not None and reused and not conn.chunks:
-                        break  # closed while idle: retry once on a fresh connection
-                    conn.check()
-                    await conn.wait(timeouts.read)
-                else:
-                    return conn
+            if not conn.send(request):
                 self._discard(conn)
-                conn = await self._connect(origin, timeouts.connect)
-                reused = False
+                raise TransportError(
+                    "the upstream closed a new connection before the request could be sent",
+                    request_sent=False,
+                )
+        try:
+            while not conn.headers_done:
+                conn.check()
+                await conn.wait(timeouts.read)
         except BaseException:
             self._discard(conn)
             raise
+        return conn
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts

@@ -66,6 +66,7 @@ def map_transport_error(exc: TransportError, deployment: str, *, started: bool) 
     return UpstreamConnectionError(
         f"connection to deployment {deployment} failed: {exc}",
         deployment=deployment,
+        request_sent=exc.request_sent,
     )
 
 
@@ -187,7 +188,9 @@ class OpenAICompatProvider:
                         break
                 if not reader.done:
                     raise UpstreamConnectionError(
-                        f"deployment {dep.id} ended the stream without [DONE]", deployment=dep.id
+                        f"deployment {dep.id} ended the stream without [DONE]",
+                        deployment=dep.id,
+                        request_sent=True,
                     )
         except TransportError as exc:
             started = reader is not None and reader.started

@@ -593,7 +593,9 @@ class SimulatedProvider:
         for data, is_content, finish in chunks:
             if plan.cut_after is not None and emitted >= plan.cut_after:
                 raise UpstreamConnectionError(
-                    f"deployment {dep.id} closed the stream mid-answer", deployment=dep.id
+                    f"deployment {dep.id} closed the stream mid-answer",
+                    deployment=dep.id,
+                    request_sent=True,
                 )
             if profile.realtime and is_content:
                 await _sleep_until(start + ttft + emitted / profile.decode_tps)

@@ -1,5 +1,6 @@
-"""The lean HTTP/1.1 client's own promises: connections reused, never reused when unsafe,
-a connection closed while idle retried once, flow control, TLS, header injection refused.
+"""The lean HTTP/1.1 client's own promises: connections reused, never reused when unsafe, a
+request resent only when its write to a pooled connection failed at once, flow control, TLS,
+header injection refused.
 
 (The behaviour every backend shares is in test_http_backends.py.)
 """
@@ -9,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from app.providers.http import Timeouts, TransportError
 from app.providers.http1 import Http1Backend
@@ -110,20 +115,75 @@ async def test_connection_close_is_not_reused(server: Server, backend: Http1Back
     assert server.connections == 2
 
 
-async def test_connection_closed_while_idle_is_retried_once(
-    server: Server, backend: Http1Backend
-) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(answer(b"ok"))  # promises keep-alive...
-        await writer.drain()
-        writer.transport.abort()  # ...then drops the connection
+class ResettingServer:
+    """A loopback server on a thread: answers each connection's first request, then, once
+    told, resets the first connection (RST) while it is idle in the client's pool. On its
+    own thread, so the reset happens while the client's event loop is not running."""
 
-    url = await server.start(handler)
-    assert (await backend.post(url, b"{}", {}, T)).body == b"ok"
-    await asyncio.sleep(0)  # the close may or may not have been seen yet: both must work
-    assert (await backend.post(url, b"{}", {}, T)).body == b"ok"
-    assert server.connections == 2
+    def __init__(self) -> None:
+        self.requests = 0
+        self.connections = 0
+        self.reset = threading.Event()
+        self.was_reset = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1/chat/completions"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                conn, _ = self._listener.accept()
+                self.connections += 1
+                first = self.connections == 1
+                threading.Thread(target=self._serve, args=(conn, first), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, first: bool) -> None:
+        with conn:
+            data = b""
+            while not data.endswith(b"{}"):  # the head and the 2-byte body
+                data += conn.recv(65536)
+            self.requests += 1
+            conn.sendall(answer(b"ok"))
+            if first and self.reset.wait(5):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()  # with a zero linger: an RST, not a FIN
+                self.was_reset.set()
+
+    def close(self) -> None:
+        self.reset.set()
+        self._listener.close()
+
+
+@pytest.fixture
+def resetting() -> Iterator[ResettingServer]:
+    s = ResettingServer()
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_pooled_connection_reset_before_the_write_is_resent_on_a_fresh_one(
+    resetting: ResettingServer, loop: str
+) -> None:
+    # The upstream resets the idle connection and the event loop has not run since, so the
+    # client cannot know it yet: its write fails at once (the kernel has the RST), nothing of
+    # the request left, and it is sent on a new connection. One delivery, no error. Run on
+    # both loops: how a failed write shows is the loop's business (uvloop in production).
+    async def scenario() -> None:
+        backend = Http1Backend()
+        try:
+            assert (await backend.post(resetting.url, b"{}", {}, T)).body == b"ok"
+            resetting.reset.set()
+            # Blocks the loop on purpose (bounded): the reset must not be read before the write.
+            assert resetting.was_reset.wait(2)
+            assert (await backend.post(resetting.url, b"{}", {}, T)).body == b"ok"
+        finally:
+            await backend.aclose()
+
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(scenario())
+    assert (resetting.requests, resetting.connections) == (2, 2)
 
 
 async def test_abandoned_stream_closes_its_connection(

@@ -18,9 +18,10 @@ from app.providers.http import (
 from app.providers.http1 import Http1Backend
 
 T = Timeouts(connect=1.0, read=0.3)
+KINDS = ["http1", "aiohttp", "httpx"]
 
 
-@pytest.fixture(params=["http1", "aiohttp", "httpx"])
+@pytest.fixture(params=KINDS)
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[HTTPBackend]:
     b: HTTPBackend
     if request.param == "http1":
@@ -146,6 +147,66 @@ async def test_refused_connection_is_transport_error_not_timeout(backend: HTTPBa
     with pytest.raises(TransportError) as info:
         await backend.post(url, b"{}", {}, T)
     assert not isinstance(info.value, TransportTimeout)
+    assert info.value.request_sent is False  # nothing left: the walk may try it again
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["new-connection", "pooled-connection"])
+async def test_request_read_then_dropped_without_answer_is_delivered_once(
+    backend: HTTPBackend, reused: bool
+) -> None:
+    # The upstream reads the whole request (it may be generating, and billing, the answer)
+    # and closes without a byte of answer. Sending it again would run it twice: the caller
+    # gets a TransportError saying it may have been sent, and the server saw it once. (On
+    # a pooled connection http1 used to resend it on a fresh one: delivered twice.)
+    delivered: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            delivered.append(await read_request(reader))
+            if delivered[-1] == b"drop me":
+                writer.close()
+                return
+            ok_json(writer, b'{"ok":true}')
+            await writer.drain()
+
+    server, url = await serve(handler)
+    async with server:
+        if reused:
+            assert (await backend.post(url, b"first", {}, T)).body == b'{"ok":true}'
+        with pytest.raises(TransportError) as info:
+            await backend.post(url, b"drop me", {}, T)
+        await asyncio.sleep(0.1)  # time for a resent copy to arrive, if one were sent
+    assert delivered.count(b"drop me") == 1
+    assert not isinstance(info.value, TransportTimeout)
+    assert info.value.request_sent is True
+
+
+async def test_pooled_connection_closed_by_the_upstream_while_idle_is_not_used(
+    backend: HTTPBackend,
+) -> None:
+    # The upstream answers, then closes the idle keep-alive connection (its keep-alive
+    # timeout) before the next request: that request goes on a new connection, once, and
+    # succeeds.
+    delivered: list[bytes] = []
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        delivered.append(await read_request(reader))
+        ok_json(writer, b'{"n":%d}' % len(delivered))
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        closed.set()
+
+    server, url = await serve(handler)
+    async with server:
+        assert (await backend.post(url, b"one", {}, T)).body == b'{"n":1}'
+        await asyncio.wait_for(closed.wait(), 2)
+        # The close is in the client's kernel; a turn of the loop lets it be read (http1 and
+        # aiohttp learn it from their protocol's connection_lost; httpx polls the socket).
+        await asyncio.sleep(0.05)
+        assert (await backend.post(url, b"two", {}, T)).body == b'{"n":2}'
+    assert delivered == [b"one", b"two"]
 
 
 async def _paced_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -9,6 +9,7 @@ import pytest
 from app.catalog.model import Deployment, Model
 from app.errors import (
     AllDeploymentsFailedError,
+    UpstreamConnectionError,
     UpstreamError,
     UpstreamRateLimitedError,
     UpstreamServerError,
@@ -136,6 +137,25 @@ async def test_retries_are_bounded_per_deployment() -> None:
         await failover.complete([entry("m@a")], {}, walk)
     assert provider.calls == ["m@a", "m@a"]
     assert "m@a: upstream_5xx x2" in info.value.message
+
+
+@pytest.mark.parametrize("request_sent", [False, True])
+async def test_connection_error_is_retried_on_the_same_deployment_only_if_never_sent(
+    request_sent: bool,
+) -> None:
+    # A request that may have reached the upstream may be running (and billed) there: the
+    # same deployment is not asked again. One that never left (connect failed) may be.
+    error = UpstreamConnectionError("gone", deployment="m@a", request_sent=request_sent)
+    failover, provider, sleeps, walk = setup({"m@a": [error, None]}, retries=2)
+    if request_sent:
+        with pytest.raises(AllDeploymentsFailedError) as info:
+            await failover.complete([entry("m@a")], {}, walk)
+        assert provider.calls == ["m@a"]
+        assert "m@a: connection_error" in info.value.message
+    else:
+        served, _ = await failover.complete([entry("m@a")], {}, walk)
+        assert provider.calls == ["m@a", "m@a"] and served.deployment.id == "m@a"
+    assert walk.record.fallback_reason == "connection_error"
 
 
 async def test_open_breaker_is_skipped_without_a_call() -> None:
