@@ -91,7 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = make_backend(settings.http_client, settings.http_max_connections)
+        client = make_backend(
+            settings.http_client, settings.http_max_connections, settings.http_keepalive_s
+        )
         providers = ProviderRegistry(client, settings.simulated_base_url)
         sink = RecordSink(metrics, enabled=settings.telemetry)
         gateway = Gateway(settings, catalog, providers, emit=sink)

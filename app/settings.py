@@ -101,6 +101,13 @@ class Settings(BaseSettings):
         "aiohttp, or httpx (mockable with respx)",
     )
     http_max_connections: int = Field(default=512, gt=0)
+    http_keepalive_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="Longest idle time after which a pooled upstream connection is still "
+        "reused: below the upstream's own keep-alive timeout (5 s for uvicorn, Node, Apache), "
+        "so a request is not sent on a connection the upstream is closing",
+    )
     watch_config: bool = Field(default=True, description="Reload the config when its file changes")
     watch_interval_s: float = Field(default=2.0, gt=0)
     simulated_base_url: str | None = Field(

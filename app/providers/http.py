@@ -13,14 +13,16 @@ transport errors below, so they never import an HTTP library. Backends:
 Timeouts: ``connect`` bounds connection set-up, ``read`` bounds each wait for bytes (for a
 stream, the first token and every gap after it; for a non-stream, the whole answer).
 
-Replays (README, Reliability: "Upstream connections"). Every backend skips pooled
-connections it knows are closed and never sends a ``POST`` a second time once it may have
-reached the upstream; such a failure is a :class:`TransportError` with ``request_sent=True``
-for the reliability walk. They differ in how they know a pooled connection is closed: http1
-and aiohttp read the flags their event-loop protocol set (an EOF the loop has not processed
-yet is not seen), httpx polls the socket at checkout (one syscall per request, sees an
-unprocessed EOF too). Only http1 resends on a fresh connection when the write to a pooled one
-failed at once (nothing left: plain TCP only).
+Keep-alive and replays (README, Reliability: "Upstream connections"). Every backend reuses an
+idle connection for at most ``keepalive_s`` (``PARETO_HTTP_KEEPALIVE_S``, 4 s: below the 5 s
+default idle timeout of uvicorn, Node, Apache), skips pooled connections it knows are
+closed, and never sends a ``POST`` a second time once it may have reached the upstream; such
+a failure is a :class:`TransportError` with ``request_sent=True`` for the reliability walk.
+They differ in how they know a pooled connection is closed: http1 and aiohttp read the flags
+their event-loop protocol set (an EOF the loop has not processed yet is not seen), httpx polls
+the socket at checkout (one syscall per request, sees an unprocessed EOF too). Only http1
+honours an upstream's ``Keep-Alive: timeout=N`` hint and resends on a fresh connection when
+the write to a pooled one failed at once (nothing left: plain TCP only).
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ class _AiohttpStream:
 class AiohttpBackend:
     """A pooled aiohttp session (created lazily, inside the running loop)."""
 
-    def __init__(self, max_connections: int = 512, keepalive_s: float = 30.0) -> None:
+    def __init__(self, max_connections: int = 512, keepalive_s: float = 4.0) -> None:
         self._limit = max_connections
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
@@ -281,21 +283,23 @@ class HttpxBackend:
             await self._client.aclose()
 
 
-def make_backend(kind: str, max_connections: int) -> HTTPBackend:
+def make_backend(kind: str, max_connections: int, keepalive_s: float = 4.0) -> HTTPBackend:
     """``http1`` (default, :mod:`app.providers.http1`), ``aiohttp`` or ``httpx``; the backend
-    owns its pool."""
+    owns its pool, whose idle connections are reused for at most ``keepalive_s``."""
     if kind == "http1":
         from app.providers.http1 import Http1Backend
 
-        return Http1Backend(max_connections=max_connections)
+        return Http1Backend(max_connections=max_connections, keepalive_s=keepalive_s)
     if kind == "httpx":
         backend = HttpxBackend()
         limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_s,
         )
         backend._client = httpx.AsyncClient(limits=limits)
         return backend
-    return AiohttpBackend(max_connections=max_connections)
+    return AiohttpBackend(max_connections=max_connections, keepalive_s=keepalive_s)
 
 
 def as_backend(http: HTTPBackend | httpx.AsyncClient) -> HTTPBackend:

@@ -13,13 +13,15 @@ and a read timeout per wait for bytes, TLS for ``https://`` (the system's trust 
 connections kept alive and reused.
 
 A ``POST`` is never sent twice once it may have reached the upstream: a generation that ran
-(and was billed) must not silently run again. So a pooled connection known to be closed (its
-EOF or close seen by the loop) is skipped at checkout, and the request is resent, on a fresh
-connection, only when the write to a pooled one failed at once (nothing of it left). A
-connection that closes after the request was written, before any answer byte, is a
-:class:`TransportError` with ``request_sent=True``: the reliability walk decides what to do
-with it (README, Reliability). Checking all this costs flag reads, no syscall per request:
-an EOF that reached the kernel but not yet the loop is not seen.
+(and was billed) must not silently run again. So a pooled connection is reused only while it
+has been idle less than ``keepalive_s`` (and less than the server's ``Keep-Alive: timeout``
+minus a second, when it announces one), so the request does not race the server closing it;
+one known to be closed (its EOF or close seen by the loop) is skipped at checkout; and the
+request is resent, on a fresh connection, only when the write to a pooled one failed at once
+(nothing of it left). A connection that closes after the request was written, before any
+answer byte, is a :class:`TransportError` with ``request_sent=True``: the reliability walk
+decides what to do with it (README, Reliability). Checking all this costs flag reads, no
+syscall per request: an EOF that reached the kernel but not yet the loop is not seen.
 
 What it deliberately does not do: redirects, proxies, cookies, compression (no
 ``Accept-Encoding`` is sent, so servers answer in identity), HTTP/2, ``100-continue``.
@@ -43,6 +45,9 @@ from app.providers.http import RawResponse, Timeouts, TransportError, TransportT
 
 _HIGH_WATER = 256 * 1024  # buffered body bytes before reading pauses (streams)
 _MAX_IDLE_PER_ORIGIN = 256
+# Taken off a server's Keep-Alive timeout hint: our idle clock starts after its own, and the
+# request still has to travel (undici's keepAliveTimeoutThreshold is the same second).
+_HINT_MARGIN_S = 1.0
 
 
 class _Origin:
@@ -94,7 +99,7 @@ class _Connection(asyncio.Protocol):
         self._wait_started = 0.0
         self._paused = False
         self.lost = False
-        self.idle_since = 0.0
+        self.expires = 0.0  # monotonic time after which this idle connection is not reused
         self._begin()
 
     def _begin(self) -> None:
@@ -308,7 +313,7 @@ class Http1Backend:
     def __init__(
         self,
         max_connections: int = 512,
-        keepalive_s: float = 30.0,
+        keepalive_s: float = 4.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._limit = asyncio.Semaphore(max_connections)
@@ -371,7 +376,7 @@ class Http1Backend:
             conn = idle.pop()  # most recently used first: the likeliest to be alive
             transport = conn.transport
             if (
-                now - conn.idle_since < self._keepalive_s
+                now < conn.expires
                 and not conn.lost
                 and transport is not None
                 and not transport.is_closing()  # its EOF was read: closing, not yet lost
@@ -384,10 +389,27 @@ class Http1Backend:
         conn.close()
         self._open.discard(conn)
 
+    def _hinted_limit(self, hint: str) -> float:
+        """How long a connection may idle given the server's ``Keep-Alive`` header:
+        ``keepalive_s``, or less if it announces a shorter ``timeout`` (minus a margin)."""
+        for param in hint.split(","):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "timeout":
+                try:
+                    return min(self._keepalive_s, float(value.strip()) - _HINT_MARGIN_S)
+                except ValueError:
+                    break
+        return self._keepalive_s
+
     def _release(self, origin: _Origin, conn: _Connection) -> None:
         if conn.reusable:
+            hint = conn.headers.get("keep-alive")  # rarely sent: one lookup when it is not
+            limit = self._keepalive_s if hint is None else self._hinted_limit(hint)
+            if limit <= 0:  # the server closes it before it could safely be reused
+                self._discard(conn)
+                return
             conn.busy = False
-            conn.idle_since = time.monotonic()
+            conn.expires = time.monotonic() + limit
             idle = self._idle.setdefault(origin.key, deque())
             if len(idle) < _MAX_IDLE_PER_ORIGIN:
                 idle.append(conn)

@@ -1,6 +1,6 @@
-"""The lean HTTP/1.1 client's own promises: connections reused, never reused when unsafe, a
-request resent only when its write to a pooled connection failed at once, flow control, TLS,
-header injection refused.
+"""The lean HTTP/1.1 client's own promises: connections reused, never reused when unsafe or
+idle too long for the server's Keep-Alive hint, a request resent only when its write to a
+pooled connection failed at once, flow control, TLS, header injection refused.
 
 (The behaviour every backend shares is in test_http_backends.py.)
 """
@@ -184,6 +184,32 @@ def test_pooled_connection_reset_before_the_write_is_resent_on_a_fresh_one(
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(scenario())
     assert (resetting.requests, resetting.connections) == (2, 2)
+
+
+async def test_keep_alive_timeout_hint_limits_reuse(server: Server) -> None:
+    # A server that announces "Keep-Alive: timeout=N" closes idle connections after N s:
+    # a connection is reused for at most N - 1 s (and keepalive_s), never in the last second.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await read_request(reader)
+            hint = "Keep-Alive: timeout=1" if b"short" in head else "Keep-Alive: timeout=1.4"
+            writer.write(answer(b"ok", hint))
+
+    url = await server.start(handler)
+    backend = Http1Backend(keepalive_s=30)
+    try:
+        await backend.post(url, b"{}", {}, T)
+        await backend.post(url, b"{}", {}, T)  # idle a moment: reused
+        assert server.connections == 1
+        await asyncio.sleep(0.6)  # past 1.4 - 1 s: the server may be about to close it
+        await backend.post(url, b"{}", {}, T)
+        assert server.connections == 2
+        # timeout=1 leaves no safe reuse time: the connection is closed, not pooled.
+        await backend.post(url, b"{}", {"x-kind": "short"}, T)
+        await backend.post(url, b"{}", {}, T)
+        assert server.connections == 3
+    finally:
+        await backend.aclose()
 
 
 async def test_abandoned_stream_closes_its_connection(

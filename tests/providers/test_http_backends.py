@@ -14,6 +14,7 @@ from app.providers.http import (
     Timeouts,
     TransportError,
     TransportTimeout,
+    make_backend,
 )
 from app.providers.http1 import Http1Backend
 
@@ -207,6 +208,32 @@ async def test_pooled_connection_closed_by_the_upstream_while_idle_is_not_used(
         await asyncio.sleep(0.05)
         assert (await backend.post(url, b"two", {}, T)).body == b'{"n":2}'
     assert delivered == [b"one", b"two"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_idle_connection_is_not_reused_past_the_keepalive_setting(kind: str) -> None:
+    # PARETO_HTTP_KEEPALIVE_S reaches every backend: a connection idle longer is replaced,
+    # so a request never races an upstream closing it at its own keep-alive timeout.
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            await read_request(reader)
+            ok_json(writer, b"{}")
+            await writer.drain()
+
+    backend = make_backend(kind, 8, keepalive_s=0.3)
+    server, url = await serve(handler)
+    async with server:
+        await backend.post(url, b"{}", {}, T)
+        await backend.post(url, b"{}", {}, T)  # idle a moment: reused
+        assert connections == 1
+        await asyncio.sleep(0.5)  # idle past keepalive_s: not reused
+        await backend.post(url, b"{}", {}, T)
+        await backend.aclose()
+    assert connections == 2
 
 
 async def _paced_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
