@@ -49,9 +49,13 @@ async def read_body(
     limit: int,
     seconds: float,
     setting: str = "PARETO_MAX_BODY_BYTES",
+    received: bool = False,
 ) -> bytes:
     """The raw body, at most ``limit`` bytes (``setting`` names what sets it, for the 413),
-    within ``seconds`` (408)."""
+    within ``seconds`` (408). ``received``: the server already has all of it
+    (:class:`~app.api.server.RequestSignals`), so nothing can be slow and no timer is armed."""
+    if received:
+        return await _read(receive, headers, limit, setting)
     try:
         async with asyncio.timeout(seconds):
             return await _read(receive, headers, limit, setting)

@@ -33,7 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from app.api.body import ClientGone, read_body
-from app.api.server import DisconnectHook, disconnect_hook
+from app.api.server import RequestSignals, request_signals
 from app.api.validation import parse_body, validate_chat
 from app.auth.middleware import auth_error_headers, authenticate_headers
 from app.errors import (
@@ -75,12 +75,12 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 class _DisconnectWatch:
     """Cancels the request's task when its client goes away before :meth:`done`, and sets
     ``fired``. Under ``pareto serve`` the server's protocol says so (a
-    :class:`~app.api.server.DisconnectHook` in the scope); elsewhere one ``receive()`` is kept
+    :class:`~app.api.server.RequestSignals` in the scope); elsewhere one ``receive()`` is kept
     pending for an ``http.disconnect``."""
 
     __slots__ = ("_finished", "_future", "_hook", "_task", "fired")
 
-    def __init__(self, receive: Receive, hook: DisconnectHook | None) -> None:
+    def __init__(self, receive: Receive, hook: RequestSignals | None) -> None:
         self._finished = False
         self.fired = False
         self._task = asyncio.current_task()
@@ -175,6 +175,7 @@ class ChatEndpoint:
     ) -> None:
         state = self._state
         headers = _headers(scope["headers"])
+        signals = request_signals(scope)
         try:
             api_key = await authenticate_headers(
                 state.authenticator,
@@ -198,7 +199,11 @@ class ChatEndpoint:
         )
         try:
             raw = await read_body(
-                receive, headers, limit=settings.max_body_bytes, seconds=settings.body_timeout_s
+                receive,
+                headers,
+                limit=settings.max_body_bytes,
+                seconds=settings.body_timeout_s,
+                received=signals is not None and signals.body_received,
             )
             body = parse_body(raw)
             validate_chat(
@@ -222,7 +227,7 @@ class ChatEndpoint:
             drop_prefetch(ctx)
             _record_failure(gateway, ctx, exc)
             raise
-        watch = _DisconnectWatch(receive, disconnect_hook(scope))
+        watch = _DisconnectWatch(receive, signals)
         try:
             result = await gateway.handle_chat(body, ctx)
         except BaseException as exc:

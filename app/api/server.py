@@ -13,9 +13,11 @@ It also sends a response's status line and headers in the same socket write as t
 body bytes (:class:`_HeadWithBody`): uvicorn writes them separately, which costs a second
 syscall and, worse, a second wake-up of the client per response.
 
-And it tells a request's app when the client goes away (:class:`DisconnectHook`, in the
-scope's ``extensions``), so the app need not keep a ``receive()`` pending for that: a task
-per request, and a cancelled one to step through when the answer is done.
+And it tells a request's app what only the server sees (:class:`RequestSignals`, in the
+scope's ``extensions``): that the client went away, so the app need not keep a
+``receive()`` pending for that (a task per request, and a cancelled one to step through when
+the answer is done); and that the whole body has arrived, so reading it cannot wait and
+needs no timer.
 
 A slow *body* is the app's to time out (``read_body`` in :mod:`app.api.body`, 408).
 Answers are OpenAI-shaped JSON like every other error.
@@ -35,22 +37,24 @@ from app.errors import error_body
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
-DISCONNECT = "pareto.disconnect"
+SIGNALS = "pareto.signals"
 
 
-class DisconnectHook:
-    """One request's "the client went away" signal, set by the server's protocol.
+class RequestSignals:
+    """What the server's protocol knows about one request, for its app.
 
-    The app sets ``callback`` while it works on the request (and clears it when the answer is
-    complete); it is called once when the connection is lost before the response completed.
-    ``lost`` stays True afterwards, for an app that looks only later.
+    ``callback``: set by the app while it works on the request (and cleared when the answer is
+    complete); called once when the connection is lost before the response completed. ``lost``
+    stays True afterwards, for an app that looks only later. ``body_received``: the server has
+    the whole body, so ``receive()`` returns it without waiting.
     """
 
-    __slots__ = ("callback", "lost")
+    __slots__ = ("body_received", "callback", "lost")
 
     def __init__(self) -> None:
         self.callback: Callable[[], None] | None = None
         self.lost = False
+        self.body_received = False
 
     def fire(self) -> None:
         self.lost = True
@@ -59,10 +63,10 @@ class DisconnectHook:
             callback()
 
 
-def disconnect_hook(scope: Any) -> DisconnectHook | None:
-    """The request's hook, if its server gives one (ASGI extension values are dicts)."""
-    hook = scope.get("extensions", {}).get(DISCONNECT, {}).get("hook")
-    return hook if isinstance(hook, DisconnectHook) else None
+def request_signals(scope: Any) -> RequestSignals | None:
+    """The request's signals, if its server gives them (ASGI extension values are dicts)."""
+    hook = scope.get("extensions", {}).get(SIGNALS, {}).get("signals")
+    return hook if isinstance(hook, RequestSignals) else None
 
 
 class _Rejected(Exception):
@@ -180,7 +184,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and not cycle.response_complete:
-            hook = disconnect_hook(cycle.scope)
+            hook = request_signals(cycle.scope)
             if hook is not None:
                 hook.fire()
 
@@ -222,10 +226,16 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._counting = False
         self._header_bytes = 0
         self._disarm()
-        self.scope["extensions"] = {DISCONNECT: {"hook": DisconnectHook()}}
+        self.scope["extensions"] = {SIGNALS: {"signals": RequestSignals()}}
         super().on_headers_complete()
         if self.cycle.scope["method"] != "HEAD":  # uvicorn writes no body for HEAD
             self.cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        signals = request_signals(self.scope)
+        if signals is not None:
+            signals.body_received = True
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

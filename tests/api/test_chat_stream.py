@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from structlog.testing import capture_logs
 
-from app.api.server import DISCONNECT, DisconnectHook
+from app.api.server import SIGNALS, RequestSignals
 from app.auth.ledger import Periods
 from app.providers.base import Completion, Provider, StreamChunk, UpstreamCall
 from tests.auth.test_limits_api import KEY, MSG, keyed_client, keyed_config
@@ -139,7 +139,7 @@ class HookedClient:
         self.sent.append(message)
 
 
-async def test_the_servers_disconnect_hook_cancels_a_request_without_a_pending_receive(
+async def test_the_servers_request_signals_cancels_a_request_without_a_pending_receive(
     app_client,
 ) -> None:
     slow = sim_deployment(price_in=0.1, price_out=0.2, realtime=True, ttft_s=5, decode_tps=1000)
@@ -147,8 +147,8 @@ async def test_the_servers_disconnect_hook_cancels_a_request_without_a_pending_r
     _, clock, app = await keyed_client(app_client, config)
     body = orjson.dumps({"model": "small", "messages": MSG, "max_tokens": 8})
     client = HookedClient(body)
-    hook = DisconnectHook()
-    asgi_scope = {**scope(body), "extensions": {DISCONNECT: {"hook": hook}}}
+    hook = RequestSignals()
+    asgi_scope = {**scope(body), "extensions": {SIGNALS: {"signals": hook}}}
     with capture_logs() as logs:
         served = asyncio.ensure_future(app(asgi_scope, client.receive, client.send))
         for _ in range(200):  # until the request waits on its upstream (5 s to first token)

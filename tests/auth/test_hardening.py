@@ -316,3 +316,59 @@ def test_head_and_100_continue_get_their_answers(tmp_path) -> None:  # type: ign
             assert s.recv(4096).startswith(b"HTTP/1.1 100 ")
             s.sendall(body)
             assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+class _Transport(_Recorder):
+    """Enough of an asyncio transport for uvicorn's protocol."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def set_protocol(self, protocol: Any) -> None: ...
+
+
+async def test_the_server_tells_the_app_when_the_whole_body_is_in() -> None:
+    # A body that arrived with its headers is read without a timer (no wait is possible);
+    # one still on its way is read under PARETO_BODY_TIMEOUT_S.
+    import asyncio
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from app.api.server import HardenedHttpToolsProtocol, request_signals
+
+    seen: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        signals = request_signals(scope)
+        assert signals is not None
+        seen.append(signals.body_received)
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = Config(app=app, lifespan="off", log_level="warning")
+    config.load()
+    body = b'{"model":"small"}'
+    head = b"POST /v1/x HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)
+
+    async def serve(*pieces: bytes) -> None:
+        protocol = HardenedHttpToolsProtocol(config, ServerState(), {})
+        transport = _Transport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        for piece in pieces:
+            protocol.data_received(piece)
+            await asyncio.sleep(0.01)
+        assert any(w.startswith(b"HTTP/1.1 204") for w in transport.writes)
+        protocol.connection_lost(None)
+
+    await serve(head + body)  # one read: headers and body together
+    await serve(head, body)  # the app starts before the body is in
+    assert seen == [True, False]
