@@ -137,26 +137,39 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._counting = True  # between requests and while a request's headers arrive
         self._header_timer: asyncio.TimerHandle | None = None
+        self._in_headers = False  # from the connection's or a request's first byte to its headers
+        self._header_since = 0.0
         self._rejected = False
 
     # -- header deadline ------------------------------------------------------------------
+    # One timer per connection, not one armed and cancelled per request (5.6 us on uvloop):
+    # a request's headers starting only note the time; when the timer fires it rejects headers
+    # still incomplete past their deadline, re-arms for headers that started later, and
+    # lapses when no headers are arriving (the next request's first byte arms it again).
     def _arm(self) -> None:
+        self._in_headers = True
+        self._header_since = self.loop.time()
         if self._header_timer is None:
             self._header_timer = self.loop.call_later(self._header_timeout_s, self._too_slow)
 
-    def _disarm(self) -> None:
+    def _cancel_timer(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
 
     def _too_slow(self) -> None:
         self._header_timer = None
-        if self._counting and not self._rejected and not self.transport.is_closing():
-            self._reject(
-                408,
-                f"the request's headers did not arrive within {self._header_timeout_s:g} s; "
-                "send the whole request promptly",
-            )
+        if not self._in_headers or self._rejected or self.transport.is_closing():
+            return
+        left = self._header_since + self._header_timeout_s - self.loop.time()
+        if left > 0:
+            self._header_timer = self.loop.call_later(left, self._too_slow)
+            return
+        self._reject(
+            408,
+            f"the request's headers did not arrive within {self._header_timeout_s:g} s; "
+            "send the whole request promptly",
+        )
 
     def _reject(self, status: int, message: str) -> None:
         body = error_body(message, "invalid_request_error", "request_rejected")
@@ -164,7 +177,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body)) + body
         )
-        self._disarm()
+        self._cancel_timer()
         self._rejected = True
         # Lingering close: stop writing, drain what the client still sends for a moment, then
         # close. Closing with unread input would reset the connection and lose the answer.
@@ -180,7 +193,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._cancel_timer()
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and not cycle.response_complete:
@@ -225,7 +238,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             raise _Rejected
         self._counting = False
         self._header_bytes = 0
-        self._disarm()
+        self._in_headers = False
         self.scope["extensions"] = {SIGNALS: {"signals": RequestSignals()}}
         super().on_headers_complete()
         if self.cycle.scope["method"] != "HEAD":  # uvicorn writes no body for HEAD

@@ -372,3 +372,69 @@ async def test_the_server_tells_the_app_when_the_whole_body_is_in() -> None:
     await serve(head + body)  # one read: headers and body together
     await serve(head, body)  # the app starts before the body is in
     assert seen == [True, False]
+
+
+def _protocol(header_timeout_s: float) -> tuple[Any, _Transport]:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from app.api.server import HardenedHttpToolsProtocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = Config(app=app, lifespan="off", log_level="warning")
+    config.load()
+    config._pareto_server_limits = (8192, header_timeout_s)  # type: ignore[attr-defined]
+    protocol = HardenedHttpToolsProtocol(config, ServerState(), {})
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+class _CountingLoop:
+    """The running loop, counting the header-deadline timers armed through it (uvicorn's own
+    keep-alive timer is not ours)."""
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self.timers = 0
+
+    def call_later(self, *args: Any) -> Any:
+        self.timers += getattr(args[1], "__name__", "") == "_too_slow"
+        return self._loop.call_later(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+
+async def test_back_to_back_requests_do_not_each_arm_a_header_timer() -> None:
+    import asyncio
+
+    protocol, transport = _protocol(30.0)
+    loop = protocol.loop = _CountingLoop(protocol.loop)
+    for _ in range(5):  # keep-alive: each request's headers start the deadline anew
+        protocol.data_received(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.sleep(0.01)
+    assert sum(w.startswith(b"HTTP/1.1 204") for w in transport.writes) == 5
+    assert loop.timers == 0  # the connection's one timer (armed on connect) still stands
+    protocol.connection_lost(None)
+
+
+async def test_headers_that_start_late_on_a_kept_alive_connection_get_their_own_deadline() -> None:
+    import asyncio
+
+    protocol, transport = _protocol(1.0)
+    started = asyncio.get_running_loop().time()
+    protocol.data_received(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")  # answered at once
+    await asyncio.sleep(0.5)
+    protocol.data_received(b"GET /x HTTP/1.1\r\nhost: x\r\n")  # headers never finished
+    await asyncio.sleep(0.7)  # the connection's timer fired at 1.0: 0.5 s left for these
+    assert not any(b" 408 " in w for w in transport.writes)
+    while not any(b" 408 " in w for w in transport.writes):
+        assert asyncio.get_running_loop().time() - started < 5
+        await asyncio.sleep(0.05)
+    assert asyncio.get_running_loop().time() - started >= 1.5
