@@ -58,5 +58,13 @@ class MemorySessionStore:
     def refresh(self, key: str, entry: SessionEntry) -> None:
         self.put_now(key, entry)
 
+    def written_ago(self, key: str, entry: SessionEntry) -> float | None:
+        """Seconds since ``key`` was last written or renewed here with ``entry`` (None: not
+        held, or held with another entry)."""
+        item = self._entries.get(key)
+        if item is None or item[0] != entry:
+            return None
+        return self._clock() - (item[1] - self._ttl_s)
+
     def status(self) -> StoreStatus:
         return StoreStatus(backend="memory")

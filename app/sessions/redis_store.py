@@ -3,10 +3,12 @@
 Each lookup is one round trip (``GET key``: a read only, so a request refused after its
 lookup leaves the session's TTL alone); a write is one ``SET key value PX ttl``, awaited when
 the conversation moved and sent without waiting when a served turn only renews it
-(:meth:`RedisSessionStore.refresh`). All go through the hot-path client
-(:mod:`app.fastredis`), whose every call runs under a tight deadline. On an
-error or timeout the store logs once per incident, marks itself degraded, and serves from a
-local :class:`MemorySessionStore` that mirrors what this process has served; it leaves Redis
+(:meth:`RedisSessionStore.refresh`), at most once per ``renew_every_s`` (a tenth of the TTL)
+per process: a session served here lives at least nine tenths of the TTL after its last
+turn. All go through the hot-path client (:mod:`app.fastredis`), whose every call runs under
+a tight deadline. On an error or timeout the store logs once per incident, marks itself
+degraded, and serves from a local :class:`MemorySessionStore` that mirrors what this process
+has served; it leaves Redis
 alone for ``retry_after_s`` and then lets the next request probe it, so it resumes on its own
 when Redis is back. Sessions written locally during the outage are copied back to Redis by
 the next turn served on them after it.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
@@ -65,6 +68,12 @@ class RedisSessionStore:
         self._on_degraded = on_degraded
         # Renewals sent and not yet answered (a reference, so a task is not collected).
         self._renewals: set[asyncio.Future[object]] = set()
+        # A turn served on a session this process wrote or renewed less than this ago does
+        # not renew it again (a conversation's turns seconds apart would send a SET each).
+        self._renew_every_s = ttl_s / 10
+        # Sessions Redis lacks while the local mirror holds them (served here during an
+        # outage): their next turn copies them back whenever it comes.
+        self._unsynced: set[str] = set()
 
     # -- health -----------------------------------------------------------------------------
     def status(self) -> StoreStatus:
@@ -120,20 +129,36 @@ class RedisSessionStore:
         if raw is None:
             # Served here while Redis was down (or lost by a Redis restart): the next served
             # turn's refresh copies it back.
-            return self._local.get_now(key)
+            entry = self._local.get_now(key)
+            if entry is not None:
+                self._mark_unsynced(key)
+            return entry
         return SessionEntry.decode(raw)
+
+    def _mark_unsynced(self, key: str) -> None:
+        if len(self._unsynced) >= 100_000:  # a long outage: forget, renew at the usual pace
+            self._unsynced.clear()
+        self._unsynced.add(key)
 
     async def put(self, key: str, entry: SessionEntry) -> None:
         self._local.put_now(key, entry)
-        if self._usable():
-            await self._write(key, entry)
+        if not (self._usable() and await self._write(key, entry)):
+            self._mark_unsynced(key)
 
     def refresh(self, key: str, entry: SessionEntry) -> None:
         """Renew the session for another TTL with a ``SET`` sent now and not waited for (off
         the caller's latency); a ``SET`` rather than ``PEXPIRE`` so that a session the local
-        mirror kept through an outage is copied back."""
+        mirror kept through an outage is copied back. Skipped when this process wrote or
+        renewed it less than ``renew_every_s`` ago (and Redis is known to have it)."""
+        if key in self._unsynced:
+            self._unsynced.discard(key)
+        else:
+            ago = self._local.written_ago(key, entry)
+            if ago is not None and ago < self._renew_every_s:
+                return
         self._local.put_now(key, entry)
         if not self._usable():
+            self._mark_unsynced(key)
             return
         try:
             sent = asyncio.ensure_future(
@@ -141,24 +166,28 @@ class RedisSessionStore:
             )
         except _REDIS_FAILURES as exc:  # the connection is known to be gone
             self._failed("refresh", exc)
+            self._mark_unsynced(key)
             return
         self._renewals.add(sent)
-        sent.add_done_callback(self._renewed)
+        sent.add_done_callback(partial(self._renewed, key))
 
-    def _renewed(self, sent: asyncio.Future[object]) -> None:
+    def _renewed(self, key: str, sent: asyncio.Future[object]) -> None:
         self._renewals.discard(sent)
         if sent.cancelled():
+            self._mark_unsynced(key)
             return
         exc = sent.exception()
         if exc is None:
             self._succeeded()
         else:
             self._failed("refresh", exc)
+            self._mark_unsynced(key)
 
-    async def _write(self, key: str, entry: SessionEntry) -> None:
+    async def _write(self, key: str, entry: SessionEntry) -> bool:
         try:
             await self._redis.execute("SET", self._prefix + key, entry.encode(), "PX", self._ttl_ms)
         except _REDIS_FAILURES as exc:
             self._failed("put", exc)
-            return
+            return False
         self._succeeded()
+        return True

@@ -91,6 +91,13 @@ async def limited_gateway(
     return client, clock, store
 
 
+def sessions_later(store: GatedStore, seconds: float) -> None:
+    """Move the Redis session store's clock (and its local mirror's) ``seconds`` on."""
+    inner = store.inner
+    now = inner._clock
+    inner._clock = inner._local._clock = lambda: now() + seconds
+
+
 async def chat(client, messages: list[dict[str, Any]]):
     return await client.post(
         "/v1/chat/completions",
@@ -138,12 +145,13 @@ async def test_a_request_refused_by_its_rate_limit_leaves_its_session_ttl_alone(
     app_client, prefixed_redis, redis_prefix
 ) -> None:
     # Real Redis, no proxy: what the refused request sent reached it.
-    client, clock, _ = await limited_gateway(app_client, REDIS, redis_prefix, rpm=1)
+    client, clock, store = await limited_gateway(app_client, REDIS, redis_prefix, rpm=1)
     first = await chat(client, FIRST)
     assert first.status_code == 200
     (session,) = [k async for k in prefixed_redis.scan_iter(match=redis_prefix + "session:*")]
     assert 590_000 < await prefixed_redis.pttl(session) <= 600_000  # PARETO_SESSION_TTL_S
     await prefixed_redis.pexpire(session, 100_000)  # as if the session had been idle 500 s
+    sessions_later(store, 500)  # the store renews a session at most once per tenth of the TTL
     refused = await chat(client, SECOND)
     assert refused.status_code == 429
     # The refused turn did not keep the conversation alive: its lookup read, nothing more.

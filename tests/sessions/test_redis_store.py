@@ -49,18 +49,52 @@ async def hot() -> AsyncIterator[FastRedis]:
 async def test_roundtrip_stores_only_the_entry_and_a_served_turn_renews_its_ttl(
     shared: aioredis.Redis, hot: FastRedis, redis_prefix: str
 ) -> None:
-    store = RedisSessionStore(hot, ttl_s=600, prefix=redis_prefix)
+    clock = Clock()
+    store = RedisSessionStore(hot, ttl_s=600, prefix=redis_prefix, clock=clock)
     assert await store.get("k1") is None
     await store.put("k1", ENTRY)
     raw = await shared.get(redis_prefix + "k1")
     assert raw == b'{"d":"gpt-oss-120b@groq","r":"auto"}'
     await shared.pexpire(redis_prefix + "k1", 5_000)  # as if idle for almost ten minutes
+    clock.now += 595
     assert await store.get("k1") == ENTRY
     assert await shared.pttl(redis_prefix + "k1") <= 5_000  # a read leaves the TTL alone
     store.refresh("k1", ENTRY)  # sent now, not waited for
     assert await hot.execute("PING") == b"PONG"  # answered after the renewal, in order
     assert await shared.pttl(redis_prefix + "k1") > 590_000
     assert store.status().degraded is False
+
+
+async def test_turns_seconds_apart_renew_a_session_once_per_tenth_of_its_ttl(
+    shared: aioredis.Redis, hot: FastRedis, redis_prefix: str
+) -> None:
+    # An agent's turns come seconds apart: a SET for each would be one more Redis command per
+    # request. A session this process wrote or renewed under ttl/10 ago is not renewed again.
+    clock = Clock()
+    store = RedisSessionStore(hot, ttl_s=600, prefix=redis_prefix, clock=clock)
+    key = redis_prefix + "agent"
+    await store.put("agent", ENTRY)
+    await shared.pexpire(key, 300_000)  # marks what a renewal would undo
+    for _ in range(5):
+        clock.now += 10
+        store.refresh("agent", ENTRY)  # 10..50 s after the write: not renewed
+        assert await hot.execute("PING") == b"PONG"
+        assert await shared.pttl(key) <= 300_000
+    clock.now += 15  # 65 s: past a tenth of the TTL
+    store.refresh("agent", ENTRY)
+    assert await hot.execute("PING") == b"PONG"
+    assert await shared.pttl(key) > 590_000
+    await shared.pexpire(key, 300_000)
+    clock.now += 30  # 30 s after that renewal: not again
+    store.refresh("agent", ENTRY)
+    assert await hot.execute("PING") == b"PONG"
+    assert await shared.pttl(key) <= 300_000
+    # A deployment change is a put, never throttled; and what Redis lost is copied back at once.
+    await shared.delete(key)
+    assert await store.get("agent") == ENTRY  # from the local mirror; Redis lacks it
+    store.refresh("agent", ENTRY)
+    assert await hot.execute("PING") == b"PONG"
+    assert await shared.get(key) == ENTRY.encode()
 
 
 async def test_two_stores_on_one_redis_share_sessions(
