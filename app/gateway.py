@@ -171,7 +171,11 @@ class Gateway:
         self.catalog = catalog
 
     # -- request path -----------------------------------------------------------------------
-    def plan(self, catalog: Catalog, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
+    def plan(
+        self, catalog: Catalog, body: dict[str, Any], ctx: RequestContext, *, explain: bool = False
+    ) -> RoutePlan:
+        """The request's routing decision from its inputs: the key's models, the session's
+        sticky deployment (``ctx.session``) and the key's budget pressure (``ctx.ticket``)."""
         allowed = self._allowed(catalog, body, ctx)
         sticky = ctx.session.sticky if ctx.session is not None else None
         used = ctx.ticket.budget_used if ctx.ticket is not None else None
@@ -182,14 +186,16 @@ class Gateway:
             allowed_models=allowed,
             sticky=sticky,
             budget_factor=budget_factor(catalog, body, ctx.headers, used),
+            explain=explain,
         )
 
-    def explain_route(self, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
-        """``POST /v1/route``: the plan with one explained row per deployment, no model call."""
-        allowed = self._allowed(self.catalog, body, ctx)
-        return self.router.route(
-            self.catalog, body, ctx.headers, allowed_models=allowed, explain=True
-        )
+    async def explain_route(self, body: dict[str, Any], ctx: RequestContext) -> RoutePlan:
+        """``POST /v1/route``: the plan chat would make now, with one explained row per
+        deployment, no model call. The same inputs as :meth:`plan` for a chat request: the
+        session, looked up read-only (its TTL is not renewed), and ``ctx.ticket``, the key's
+        budget as read by ``Guard.peek`` (nothing held, no rate limit charged)."""
+        ctx.session = await self.sessions.lookup(body, ctx.headers)
+        return self.plan(self.catalog, body, ctx, explain=True)
 
     @staticmethod
     def _allowed(

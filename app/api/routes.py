@@ -111,6 +111,11 @@ async def route_explain(request: Request) -> Response:
     When nothing is feasible it answers the same ``no_feasible_deployment`` error as a chat
     request would.
 
+    It decides with the same inputs as the chat request would: the conversation's sticky
+    deployment (the session read without renewing its TTL; ``session`` in the answer) and
+    the key's budget pressure (its spend read, nothing held, no rate limit charged;
+    ``policy.budget_factor``).
+
     A dry run leaves no record, except when the caller's key is refused the model or policy
     (403): that refusal is recorded and counted like a chat request's (by key name, never the
     key), so probing for models a key may not use shows on the dashboards.
@@ -137,7 +142,9 @@ async def route_explain(request: Request) -> Response:
     try:
         explained = gateway.explain_cascade(body, ctx)  # None unless a cascade policy is named
         if explained is None:
-            explained = gateway.explain_route(body, ctx).explain()
+            # The key's budget as chat's admission reads it, without a rate-limit charge.
+            ctx.ticket = await request.app.state.guard.peek(api_key)
+            explained = (await gateway.explain_route(body, ctx)).explain()
     except PermissionDeniedError as exc:
         gateway.record_failure(ctx, exc.status, exc.code or exc.type)
         raise

@@ -302,6 +302,19 @@ class Guard:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
+    async def peek(self, key: ApiKey | None) -> Ticket:
+        """The key's budget state as :meth:`admit` would see it, for a dry run
+        (``POST /v1/route``): one read of the ledger, no rate limit charged. The ticket's
+        ``budget_used`` is admission's; it never holds or settles anything."""
+        if key is None or not key.has_budget:
+            return Ticket(None, key, None, 0)
+        limits = limits_of(key)
+        try:
+            day, month = await self.ledger.spend(limits.name, Periods.at(self.clock()))
+        except _STORE_ERRORS as exc:
+            raise _store_down() from exc
+        return Ticket(None, key, limits, 0, day, month)
+
     async def admit(self, key: ApiKey | None, body: dict[str, Any]) -> Ticket:
         """Check the key's rate limits for this request; 429 with Retry-After when over."""
         if key is None or not (key.has_rate_limit or key.has_budget):

@@ -37,7 +37,8 @@ class Candidate:
     """One explain row: every deployment of the catalog with its numbers and status.
 
     ``status`` is ``chosen``, ``fallback``, ``dominated``, ``feasible`` (on the frontier but
-    past the policy's ``max_fallbacks``) or ``excluded:<reason>``.
+    past the policy's ``max_fallbacks``) or ``excluded:<reason>``. ``sticky``: the session's
+    deployment, whose numbers price the conversation's cached prefix warm.
     """
 
     deployment: str
@@ -48,6 +49,7 @@ class Candidate:
     utility: float
     status: str
     detail: str | None = None
+    sticky: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -61,6 +63,8 @@ class Candidate:
         }
         if self.detail:
             row["detail"] = self.detail
+        if self.sticky:
+            row["sticky"] = True
         return row
 
 
@@ -113,5 +117,6 @@ class RoutePlan:
                 for e in self.entries
             ],
             "reason": self.reason,
+            "session": self.sticky.to_dict() if self.sticky is not None else None,
             "candidates": [c.to_dict() for c in self.candidates],
         }

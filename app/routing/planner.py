@@ -588,6 +588,7 @@ def _candidates(
     )
     front = {i for i, f in zip(feas_idx, on_frontier, strict=True) if f}
     in_plan = {e.deployment.id: n for n, e in enumerate(plan.entries)}
+    sticky = plan.sticky.deployment if plan.sticky is not None else None
     rows: list[Candidate] = []
     for i, dep in enumerate(table.deployments):
         detail: str | None = None
@@ -611,7 +612,11 @@ def _candidates(
                 exclusion(table, i, features, policy, q[i], c[i], lat[i], unavailable)
                 or "excluded:best_effort"
             )
-        rows.append(Candidate(dep.id, dep.model.name, q[i], c[i], lat[i], u[i], status, detail))
+        rows.append(
+            Candidate(
+                dep.id, dep.model.name, q[i], c[i], lat[i], u[i], status, detail, dep.id == sticky
+            )
+        )
     rows.sort(key=lambda r: (_rank(r.status), -r.utility))
     return rows
 

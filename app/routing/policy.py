@@ -35,11 +35,14 @@ class ResolvedPolicy:
     # The policy's Anthropic prompt caching (None = each deployment's setting): deployments
     # that cache the prompt bill uncached input at the cache-write price (the estimate too).
     prompt_cache: bool | None = None
+    # The key's budget pressure (app.auth.pressure), already multiplied into lambda_cost.
+    budget_factor: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "lambda_cost": self.lambda_cost,
+            "budget_factor": self.budget_factor,
             "lambda_latency": self.lambda_latency,
             "quality_floor": self.quality_floor,
             "quality_floor_source": self.floor_source,
@@ -130,6 +133,7 @@ def resolve_policy(
     return ResolvedPolicy(
         name=policy.name,
         lambda_cost=lambda_cost * budget_factor,
+        budget_factor=budget_factor,
         lambda_latency=lambda_latency,
         quality_floor=floor,
         floor_source=source,

@@ -11,7 +11,7 @@ deployment's utility beats it by more than the cache is worth. The result is a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 SwitchReason = Literal["unhealthy", "infeasible", "better_utility", "policy_changed", "expired"]
 
@@ -48,3 +48,13 @@ class StickyOutcome:
     switch_reason: SwitchReason | None = None
     cache_value: float = 0.0
     margin: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``session`` object of ``POST /v1/route``."""
+        return {
+            "deployment": self.deployment,
+            "kept": self.kept,
+            "switch_reason": self.switch_reason,
+            "cache_value": round(self.cache_value, 4),
+            "margin": None if self.margin is None else round(self.margin, 4),
+        }

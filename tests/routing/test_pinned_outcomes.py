@@ -98,9 +98,13 @@ def outcome(plan: RoutePlan) -> dict[str, Any]:
     """Everything a routing decision decides, with exact (unrounded) floats."""
     assert plan.features is not None and plan.resolved is not None
     sticky = plan.sticky
+    policy = plan.resolved.to_dict()
+    # Shown by POST /v1/route since the recording was made; lambda_cost, pinned here,
+    # already carries it (the recorded cases pass budget factors).
+    policy.pop("budget_factor")
     return {
         "features": plan.features.to_dict(),
-        "policy": plan.resolved.to_dict(),
+        "policy": policy,
         "plan": [
             [e.deployment.id, e.reason, e.est_cost_usd, e.est_latency_s, e.utility, e.quality]
             for e in plan.entries
