@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from app.api.admin import router as admin_router
@@ -22,7 +23,7 @@ from app.auth import AuthMiddleware, log_auth_state
 from app.auth.setup import install_auth
 from app.catalog import Catalog, load_catalog, log_disabled
 from app.catalog.reload import Reloader
-from app.fastredis import FastRedis
+from app.fastredis import FastRedis, parse_address
 from app.feedback import build_feedback
 from app.gateway import Gateway
 from app.providers import ProviderRegistry
@@ -37,6 +38,22 @@ from app.telemetry.middleware import RequestContextMiddleware
 
 log = structlog.get_logger("pareto")
 HOT_NAME = "pareto-hot"  # CLIENT LIST names the hot-path connections
+
+
+async def _connect_at_start(hot: FastRedis) -> None:
+    """Open the hot-path connection now, so a wrong URL, certificate or password is logged
+    at start, saying what to fix, instead of showing later as degraded sessions and 503s.
+    Not fatal: Redis may come up after the gateway (the client reconnects on use)."""
+    try:
+        await hot.connection()
+    except RedisError as exc:
+        log.error(
+            "redis_connect_failed",
+            redis=hot.address.where,
+            tls=hot.address.tls is not None,
+            error=type(exc).__name__,
+            detail=str(exc),
+        )
 
 
 class GatewayApp(FastAPI):
@@ -88,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     metrics.prepare(catalog)
     metrics.set_budget(settings.spend_budget_usd_per_hour)
+    # Read now (TLS files included), so a wrong PARETO_REDIS_URL stops the start.
+    redis_address = parse_address(settings.redis_url) if settings.redis_url else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,10 +130,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # The per-request calls (sessions, limits, budgets) go through the hot-path client.
         hot = (
-            FastRedis(settings.redis_url, timeout_s=settings.redis_timeout_s, client_name=HOT_NAME)
-            if settings.redis_url
+            FastRedis(redis_address, timeout_s=settings.redis_timeout_s, client_name=HOT_NAME)
+            if redis_address is not None
             else None
         )
+        if hot is not None:
+            await _connect_at_start(hot)
         app.state.redis = redis
         app.state.hot_redis = hot
         gateway.redis = redis

@@ -13,7 +13,8 @@ What it does: one multiplexed connection per event loop (Redis answers in order,
 of futures matches replies to callers); commands issued in the same loop iteration leave in
 one write (auto-pipelining); one timeout for every call (a timed-out call's late reply is
 dropped, the FIFO keeps its order); lazy (re)connect with a connect timeout, AUTH and SELECT
-from the URL; every waiter failed with ConnectionError when the connection is lost; Lua
+from the URL, TLS for ``rediss://`` with redis-py's options (:mod:`app.fastredis.tls`);
+every waiter failed with ConnectionError when the connection is lost; Lua
 scripts by EVALSHA with an EVAL fallback on NOSCRIPT; explicit multi-command pipelines.
 Errors are redis-py's exception classes (``redis.exceptions.ConnectionError``,
 ``TimeoutError``, ``ResponseError``/``NoScriptError``, ``AuthenticationError``), so code that

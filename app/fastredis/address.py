@@ -3,10 +3,10 @@
 The URL forms are redis-py's (``Redis.from_url``), so one setting serves both clients:
 ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS) and
 ``unix://[[user]:password@]/path/to.sock[?db=N]``; ``?db=N`` overrides the path's db.
-TLS options: ``ssl_cert_reqs`` (``required`` by default, ``optional``, ``none``),
-``ssl_ca_certs`` (a CA bundle file) and ``ssl_check_hostname``. redis-py's pool and socket
-options (``socket_timeout``, ``max_connections``…) do not apply to this client, whose
-timeouts come from ``PARETO_REDIS_TIMEOUT_S``; they are accepted and ignored.
+``rediss://`` options (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_cert_reqs``…) are redis-py's
+too: see :mod:`app.fastredis.tls`. redis-py's pool and socket options (``socket_timeout``,
+``max_connections``…) do not apply to this client, whose timeouts come from
+``PARETO_REDIS_TIMEOUT_S``; they are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -15,12 +15,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlparse
 
-_CERT_REQS = {
-    "none": ssl.CERT_NONE,
-    "optional": ssl.CERT_OPTIONAL,
-    "required": ssl.CERT_REQUIRED,
-}
-_TRUE = {"1", "true", "yes", "on"}
+from app.fastredis.tls import tls_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +74,7 @@ def parse_address(url: str) -> Address:
         username=username,
         password=password,
         db=db,
-        tls=_tls(query) if parts.scheme == "rediss" else None,
+        tls=tls_context(query) if parts.scheme == "rediss" else None,
     )
 
 
@@ -88,16 +83,3 @@ def _int(text: str, name: str) -> int:
         return int(text)
     except ValueError:
         raise ValueError(f"Invalid value for {name!r} in Redis URL: {text!r}") from None
-
-
-def _tls(query: dict[str, str]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
-    reqs = query.get("ssl_cert_reqs", "required").lower()
-    if reqs not in _CERT_REQS:
-        raise ValueError(f"Invalid value for 'ssl_cert_reqs' in Redis URL: {reqs!r}")
-    check_hostname = reqs != "none"
-    if "ssl_check_hostname" in query:
-        check_hostname = query["ssl_check_hostname"].lower() in _TRUE
-    context.check_hostname = check_hostname and reqs != "none"
-    context.verify_mode = _CERT_REQS[reqs]
-    return context

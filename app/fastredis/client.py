@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.fastredis.address import Address, parse_address
 from app.fastredis.connection import Connection
+from app.fastredis.tls import explain_tls_failure
 
 Arg = str | bytes | int | float
 Command = Sequence[Arg]
@@ -166,16 +167,10 @@ class FastRedis:
                     _check_handshake(self._handshake, replies)
         except BaseException as exc:
             conn.abort("could not open the connection")
-            if isinstance(exc, TimeoutError):
-                raise RedisTimeoutError(
-                    f"Timeout connecting to Redis at {address.where} "
-                    f"(after {self._connect_timeout_s} s)"
-                ) from exc
-            if isinstance(exc, OSError):
-                raise RedisConnectionError(
-                    f"Error connecting to Redis at {address.where}: {exc}"
-                ) from exc
-            raise
+            error = _connect_error(exc, address, self._connect_timeout_s)
+            if error is None:
+                raise
+            raise error from exc
         if self._closed:
             await conn.aclose()
             raise RedisConnectionError("the Redis client is closed")
@@ -201,6 +196,34 @@ class FastRedis:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.aclose()
+
+
+def _connect_error(exc: BaseException, address: Address, timeout_s: float) -> RedisError | None:
+    """redis-py's error for a failed connect, saying what to fix when we can tell (None: as is)."""
+    where = address.where
+    # A TLS handshake error, or a TLS alert that closed the connection during login.
+    cause = exc.__cause__ if isinstance(exc, RedisConnectionError) else exc
+    if address.tls is not None and cause is not None:
+        explained = explain_tls_failure(cause, where, address.host)
+        if explained is not None:
+            return RedisConnectionError(explained)
+    if isinstance(exc, TimeoutError):
+        hint = ""
+        if address.tls is not None:
+            # A plain-text Redis waits for a command that a TLS hello never completes.
+            hint = "; if the TLS handshake is what hangs, check that this port serves TLS"
+        return RedisTimeoutError(
+            f"Timeout connecting to Redis at {where} (after {timeout_s} s{hint})"
+        )
+    if address.tls is None and isinstance(cause, ConnectionResetError):
+        # What a TLS-only port does with plain-text commands.
+        return RedisConnectionError(
+            f"Redis at {where} reset the connection during login; if this port serves TLS, "
+            "use rediss:// in the Redis URL"
+        )
+    if isinstance(exc, OSError):
+        return RedisConnectionError(f"Error connecting to Redis at {where}: {exc}")
+    return None
 
 
 def _check_handshake(commands: list[tuple[str | int, ...]], replies: list[Any]) -> None:

@@ -156,7 +156,9 @@ class Connection(asyncio.Protocol):
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             if not waiter.future.done():
-                waiter.future.set_exception(RedisConnectionError(f"connection to Redis lost{why}"))
+                error = RedisConnectionError(f"connection to Redis lost{why}")
+                error.__cause__ = exc  # e.g. a TLS alert: the client explains it on connect
+                waiter.future.set_exception(error)
         if not self._lost.done():
             self._lost.set_result(None)
         self._on_lost(self)
