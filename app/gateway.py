@@ -45,7 +45,9 @@ from app.telemetry.record import Record
 from app.tokens import content_text, estimate_messages_tokens, estimate_tokens
 
 GATEWAY_KEYS = ("pareto",)
-_SSE_DONE = b"data: [DONE]\n\n"
+# The last event of a relayed stream that completed (this very object, so the API layer can
+# recognise it and send it in one write with the response's end; see app/api/chat.py).
+SSE_DONE = b"data: [DONE]\n\n"
 
 
 @dataclass(slots=True)
@@ -598,7 +600,7 @@ class Gateway:
                         + b"\n\n"
                     )
             handed = clock()
-            yield _SSE_DONE
+            yield SSE_DONE
             rec.client_wait_ms += (clock() - handed) * 1000
             finished = True
         finally:

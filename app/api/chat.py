@@ -41,7 +41,7 @@ from app.errors import (
     InvalidRequestError,
     error_body,
 )
-from app.gateway import Gateway, RequestContext, drop_prefetch
+from app.gateway import SSE_DONE, Gateway, RequestContext, drop_prefetch
 from app.reliability import close_quietly
 from app.telemetry.middleware import request_id_from
 from app.telemetry.record import Record
@@ -261,10 +261,17 @@ class ChatEndpoint:
                     "headers": _SSE + _raw(result.headers),
                 }
             )
+            last = b""
             async for chunk in source:
+                if chunk is SSE_DONE:
+                    # The relay's last event: held until the stream's generator has finished
+                    # (a moment, no I/O), then sent with the response's end in one write
+                    # instead of two (the client also wakes once, not twice).
+                    last = chunk
+                    continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             watch.done()
-            await send({"type": "http.response.body", "body": b""})
+            await send({"type": "http.response.body", "body": last})
         except asyncio.CancelledError:
             if not watch.absorb():
                 raise

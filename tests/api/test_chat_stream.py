@@ -164,3 +164,22 @@ async def test_the_servers_request_signals_cancels_a_request_without_a_pending_r
     assert record["status"] == 499 and record["client_disconnected"] is True
     day, _ = await app.state.guard.ledger.spend("team", Periods.at(clock.now))
     assert day.held == 0  # the hold released
+
+
+async def test_a_finished_streams_done_event_goes_out_with_the_end_of_the_response(
+    app_client,
+) -> None:
+    # One write for the last event and the chunked terminator, not two (uvicorn writes each
+    # http.response.body message as it comes).
+    config = keyed_config(budget={"daily_usd": 1})
+    _, _, app = await keyed_client(app_client, config)
+    body = orjson.dumps({"model": "small", "messages": MSG, "stream": True, "max_tokens": 8})
+    client = HookedClient(body)
+    with capture_logs() as logs:
+        await asyncio.wait_for(app(scope(body), client.receive, client.send), 5)
+    bodies = [m for m in client.sent if m["type"] == "http.response.body"]
+    assert bodies[-1] == {"type": "http.response.body", "body": b"data: [DONE]\n\n"}
+    assert all(m.get("more_body") for m in bodies[:-1])
+    assert all(m["body"] for m in bodies)  # no empty message just to end the response
+    (record,) = [e for e in logs if e.get("event") == "request"]
+    assert record["status"] == 200 and record["client_disconnected"] is False
