@@ -338,31 +338,12 @@ async def test_the_server_tells_the_app_when_the_whole_body_is_in() -> None:
     # one still on its way is read under PARETO_BODY_TIMEOUT_S.
     import asyncio
 
-    from uvicorn.config import Config
-    from uvicorn.server import ServerState
-
-    from app.api.server import HardenedHttpToolsProtocol, request_signals
-
     seen: list[bool] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        signals = request_signals(scope)
-        assert signals is not None
-        seen.append(signals.body_received)
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    config = Config(app=app, lifespan="off", log_level="warning")
-    config.load()
     body = b'{"model":"small"}'
     head = b"POST /v1/x HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)
 
     async def serve(*pieces: bytes) -> None:
-        protocol = HardenedHttpToolsProtocol(config, ServerState(), {})
-        transport = _Transport()
-        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol, transport = _protocol(30.0, seen)
         for piece in pieces:
             protocol.data_received(piece)
             await asyncio.sleep(0.01)
@@ -374,13 +355,21 @@ async def test_the_server_tells_the_app_when_the_whole_body_is_in() -> None:
     assert seen == [True, False]
 
 
-def _protocol(header_timeout_s: float) -> tuple[Any, _Transport]:
+def _protocol(
+    header_timeout_s: float, body_received: list[bool] | None = None
+) -> tuple[Any, _Transport]:
+    """The hardened protocol on a recording transport, serving an app that reads the body
+    and answers 204 (noting, into ``body_received``, whether the body was in at its start)."""
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    from app.api.server import HardenedHttpToolsProtocol
+    from app.api.server import HardenedHttpToolsProtocol, request_signals
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
+        if body_received is not None:
+            signals = request_signals(scope)
+            assert signals is not None
+            body_received.append(signals.body_received)
         while (await receive()).get("more_body"):
             pass
         await send({"type": "http.response.start", "status": 204, "headers": []})

@@ -5,47 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import yaml
 
-from app.auth.config import generate_key, hash_key
 from app.main import create_app
-from app.settings import Settings
-from tests.conftest import small_config
+from tests.fastredis.test_tls import KEY, gateway_settings
 
 pytestmark = pytest.mark.redis
 URL = "redis://127.0.0.1:6379/0"
-KEY = generate_key()
 
 
 async def test_sessions_and_limits_use_the_hot_client_which_shutdown_closes(
     tmp_path: Path, redis_prefix: str
 ) -> None:
-    config: dict[str, Any] = small_config()
-    config["auth"] = {
-        "keys": {
-            "team": {
-                "hash": hash_key(KEY),
-                "rate_limit": {"requests_per_minute": 1000},
-                "budget": {"daily_usd": 10},
-            }
-        }
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    settings = Settings(
-        config=path,
-        watch_config=False,
-        http_client="httpx",
-        redis_url=URL,
-        redis_timeout_s=1.0,
-        session_key_prefix=redis_prefix + "session:",
-        auth_key_prefix=redis_prefix + "auth:",
-    )
+    settings = gateway_settings(tmp_path, URL, redis_prefix, redis_timeout_s=1.0)
     app = create_app(settings)
     admin = aioredis.Redis.from_url(URL, socket_timeout=2)
     lifespan = app.router.lifespan_context(app)

@@ -162,7 +162,10 @@ async def test_redis_to_a_tls_port_says_to_use_rediss(
     assert PASSWORD not in str(caught.value)
 
 
-def gateway_settings(tmp_path: Path, redis_url: str, prefix: str) -> Settings:
+def gateway_settings(
+    tmp_path: Path, redis_url: str, prefix: str, redis_timeout_s: float = 2.0
+) -> Settings:
+    """A gateway whose key ``KEY`` has rate limits and a budget, its state in ``redis_url``."""
     config: dict[str, Any] = small_config()
     config["auth"] = {
         "keys": {
@@ -180,7 +183,7 @@ def gateway_settings(tmp_path: Path, redis_url: str, prefix: str) -> Settings:
         watch_config=False,
         http_client="httpx",
         redis_url=redis_url,
-        redis_timeout_s=2.0,
+        redis_timeout_s=redis_timeout_s,
         session_key_prefix=prefix + "session:",
         auth_key_prefix=prefix + "auth:",
     )
