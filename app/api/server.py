@@ -7,7 +7,8 @@ anything:
 
 - headers (request line included) over ``PARETO_MAX_HEADER_BYTES`` → ``431`` and close;
 - headers not complete within ``PARETO_HEADER_TIMEOUT_S`` of the connection opening (or of
-  the request's first byte on a kept-alive connection) → ``408`` and close.
+  the request's first byte on a kept-alive connection) → ``408`` and close (for headers
+  pipelined behind a request still being answered, after that answer is complete).
 
 It also sends a response's status line and headers in the same socket write as the first
 body bytes (:class:`_HeadWithBody`): uvicorn writes them separately, which costs a second
@@ -165,6 +166,10 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         if left > 0:
             self._header_timer = self.loop.call_later(left, self._too_slow)
             return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # Pipelined headers, overdue while the previous answer is still being written:
+            # the 408 goes out after that answer (on_response_complete), not into it.
+            return
         self._reject(
             408,
             f"the request's headers did not arrive within {self._header_timeout_s:g} s; "
@@ -254,3 +259,5 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         self._counting = True  # the next request's headers start now (keep-alive)
         self._header_bytes = 0
+        if self._in_headers and self._header_timer is None and not self._rejected:
+            self._too_slow()  # a pipelined request's headers were overdue during the answer

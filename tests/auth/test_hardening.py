@@ -427,3 +427,65 @@ async def test_headers_that_start_late_on_a_kept_alive_connection_get_their_own_
         assert asyncio.get_running_loop().time() - started < 5
         await asyncio.sleep(0.05)
     assert asyncio.get_running_loop().time() - started >= 1.5
+
+
+async def test_a_pipelined_requests_slow_headers_do_not_cut_the_response_in_flight() -> None:
+    # A pipelining client sent request A and the start of request B. B's header deadline
+    # passes while A's answer is still being written: the 408 for B must come after A's
+    # complete answer, not in the middle of it (nor may it end the writing side under it).
+    import asyncio
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from app.api.server import HardenedHttpToolsProtocol
+
+    errors: list[BaseException] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            while (await receive()).get("more_body"):
+                pass
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for _ in range(6):  # 0.6 s of answer, past the 0.3 s header deadline
+                await send({"type": "http.response.body", "body": b"part;", "more_body": True})
+                await asyncio.sleep(0.1)
+            await send({"type": "http.response.body", "body": b"end"})
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    class Transport(_Transport):  # like asyncio's: no writes after write_eof()
+        eof = False
+
+        def can_write_eof(self) -> bool:
+            return True
+
+        def write_eof(self) -> None:
+            self.eof = True
+
+        def write(self, data: bytes) -> None:
+            if self.eof:
+                raise RuntimeError("Cannot call write() after write_eof()")
+            super().write(data)
+
+    config = Config(app=app, lifespan="off", log_level="critical")
+    config.load()
+    config._pareto_server_limits = (8192, 0.3)  # type: ignore[attr-defined]
+    protocol = HardenedHttpToolsProtocol(config, ServerState(), {})
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nho")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not any(b" 408 " in w for w in transport.writes):
+        assert loop.time() - started < 5
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+    out = b"".join(transport.writes)
+    assert errors == []
+    answer, _, rest = out.partition(b" 408 ")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"part;") == 6
+    assert b"end\r\n0\r\n\r\n" in answer  # A's answer complete before B's 408
+    assert b"headers did not arrive" in rest
+    protocol.connection_lost(None)
