@@ -27,10 +27,9 @@ import itertools
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-import anyio
 import structlog
 from redis.exceptions import RedisError
 
@@ -214,9 +213,25 @@ class Ticket:
             return
         now = guard.clock()
         periods = self._periods or Periods.at(now)
+        # A client that goes away cancels the request's task (task.cancel(), which an anyio
+        # shield does not stop): a settle cut short would leave the hold standing and the
+        # cost uncharged, so it runs in a task of its own that the cancellation cannot reach.
+        await guard.shielded(self._settle(record, limits, hold_id, actual, extra, periods, now))
+
+    async def _settle(
+        self,
+        record: Record,
+        limits: Limits,
+        hold_id: str | None,
+        actual: int,
+        extra: int,
+        periods: Periods,
+        now: float,
+    ) -> None:
+        guard = self._guard
+        assert guard is not None
         try:
-            with anyio.CancelScope(shield=True):
-                await guard.ledger.settle(limits, hold_id, actual, extra, periods, now)
+            await guard.ledger.settle(limits, hold_id, actual, extra, periods, now)
         except _STORE_ERRORS as exc:
             # Applied or not, we cannot tell; a retry could charge twice, but a release by
             # id cannot release twice: the hold goes, the cost may go uncharged.
@@ -268,6 +283,14 @@ class Guard:
         task = asyncio.ensure_future(self._release(limits, hold_id, periods))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
+
+    async def shielded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` to the end even if the awaiting task is cancelled (it is then
+        tracked with the background releases, which shutdown waits for)."""
+        task = asyncio.create_task(work)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+        await asyncio.shield(task)
 
     async def _release(self, limits: Limits, hold_id: str, periods: Periods) -> None:
         error = ""

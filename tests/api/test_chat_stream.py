@@ -183,3 +183,34 @@ async def test_a_finished_streams_done_event_goes_out_with_the_end_of_the_respon
     assert all(m["body"] for m in bodies)  # no empty message just to end the response
     (record,) = [e for e in logs if e.get("event") == "request"]
     assert record["status"] == 200 and record["client_disconnected"] is False
+
+
+async def test_a_client_leaving_while_the_budget_is_settled_does_not_cut_the_settle(
+    app_client,
+) -> None:
+    # The stream is over (upstream done, record written) and its cost is being settled when
+    # the connection drops: the request's task is cancelled, but the settle must still reach
+    # the ledger, or the hold stays (budget reserved until it expires) and the cost is lost.
+    config = keyed_config(budget={"daily_usd": 1})
+    _, clock, app = await keyed_client(app_client, config)
+    ledger = app.state.guard.ledger
+    settle = ledger.settle
+    settling = asyncio.Event()
+
+    async def slow_settle(*args: Any) -> Any:
+        settling.set()
+        await asyncio.sleep(0.05)  # a Redis round trip
+        return await settle(*args)
+
+    ledger.settle = slow_settle
+    body = orjson.dumps({"model": "small", "messages": MSG, "stream": True, "max_tokens": 8})
+    client = HookedClient(body)
+    hook = RequestSignals()
+    asgi_scope = {**scope(body), "extensions": {SIGNALS: {"signals": hook}}}
+    served = asyncio.ensure_future(app(asgi_scope, client.receive, client.send))
+    await asyncio.wait_for(settling.wait(), 5)
+    hook.fire()  # the connection is lost now
+    await asyncio.wait_for(served, 5)
+    await asyncio.sleep(0.1)
+    day, _ = await app.state.guard.ledger.spend("team", Periods.at(clock.now))
+    assert day.held == 0 and day.spent > 0  # the hold released and the cost charged
