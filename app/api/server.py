@@ -148,8 +148,9 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     # still incomplete past their deadline, re-arms for headers that started later, and
     # lapses when no headers are arriving (the next request's first byte arms it again).
     def _arm(self) -> None:
-        self._in_headers = True
-        self._header_since = self.loop.time()
+        if not self._in_headers:  # a connection's first request: due from the connect
+            self._in_headers = True
+            self._header_since = self.loop.time()
         if self._header_timer is None:
             self._header_timer = self.loop.call_later(self._header_timeout_s, self._too_slow)
 

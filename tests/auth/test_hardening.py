@@ -429,6 +429,22 @@ async def test_headers_that_start_late_on_a_kept_alive_connection_get_their_own_
     assert asyncio.get_running_loop().time() - started >= 1.5
 
 
+async def test_a_connections_first_headers_are_due_from_the_connection_opening() -> None:
+    # A client that waits before its first byte does not get a fresh deadline from that
+    # byte: the first request's headers are due PARETO_HEADER_TIMEOUT_S after the connect.
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    protocol, transport = _protocol(0.6)
+    opened = loop.time()
+    await asyncio.sleep(0.4)
+    protocol.data_received(b"GET /x HTTP/1.1\r\nho")  # headers never finished
+    while not any(b" 408 " in w for w in transport.writes):
+        assert loop.time() - opened < 0.9, "408 not sent within the deadline from connect"
+        await asyncio.sleep(0.02)
+    protocol.connection_lost(None)
+
+
 async def test_a_pipelined_requests_slow_headers_do_not_cut_the_response_in_flight() -> None:
     # A pipelining client sent request A and the start of request B. B's header deadline
     # passes while A's answer is still being written: the 408 for B must come after A's
