@@ -14,7 +14,8 @@ to :class:`ChatEndpoint`, which does the same jobs inline and in the same order:
 A client that goes away is noticed while the gateway waits (the server's protocol says so
 under ``pareto serve``; elsewhere one ``receive`` is kept pending): the request's task is
 cancelled, so the upstream call is closed, and the record says 499.
-For non-streaming answers the budget is settled after the last byte is sent.
+The budget is settled after the last byte is sent (for a stream that completed, after its
+``[DONE]`` went out as the response's end).
 
 A stream is written chunk by chunk as the gateway relays it (one chunk per upstream read,
 :mod:`app.providers.openai_stream`), in this task: no pump task or queue between the two, so a
@@ -261,17 +262,21 @@ class ChatEndpoint:
                     "headers": _SSE + _raw(result.headers),
                 }
             )
-            last = b""
+            ended = False
             async for chunk in source:
                 if chunk is SSE_DONE:
-                    # The relay's last event: held until the stream's generator has finished
-                    # (a moment, no I/O), then sent with the response's end in one write
-                    # instead of two (the client also wakes once, not twice).
-                    last = chunk
+                    # The relay's last event: sent as the response's end, in one write instead
+                    # of two (the client also wakes once, not twice). The generator finishes
+                    # after it (record, budget settle: a Redis round trip), off the client's
+                    # time and out of reach of a disconnect.
+                    watch.done()
+                    await send({"type": "http.response.body", "body": chunk})
+                    ended = True
                     continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            watch.done()
-            await send({"type": "http.response.body", "body": last})
+            if not ended:
+                watch.done()
+                await send({"type": "http.response.body", "body": b""})
         except asyncio.CancelledError:
             if not watch.absorb():
                 raise

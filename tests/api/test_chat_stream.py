@@ -214,3 +214,35 @@ async def test_a_client_leaving_while_the_budget_is_settled_does_not_cut_the_set
     await asyncio.sleep(0.1)
     day, _ = await app.state.guard.ledger.spend("team", Periods.at(clock.now))
     assert day.held == 0 and day.spent > 0  # the hold released and the cost charged
+
+
+async def test_a_finished_streams_end_does_not_wait_for_the_budget_settle(app_client) -> None:
+    # The client has its whole answer, [DONE] and the response's end, before the cost is
+    # settled (a Redis round trip, up to PARETO_REDIS_TIMEOUT_S when Redis is slow), as a
+    # non-streaming answer does; the settle still happens.
+    config = keyed_config(budget={"daily_usd": 1})
+    _, clock, app = await keyed_client(app_client, config)
+    ledger = app.state.guard.ledger
+    settle = ledger.settle
+    order: list[str] = []
+
+    async def slow_settle(*args: Any) -> Any:
+        await asyncio.sleep(0.05)
+        order.append("settled")
+        return await settle(*args)
+
+    ledger.settle = slow_settle
+
+    class Client(HookedClient):
+        async def send(self, message: dict[str, Any]) -> None:
+            await super().send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                order.append("ended")
+
+    body = orjson.dumps({"model": "small", "messages": MSG, "stream": True, "max_tokens": 8})
+    client = Client(body)
+    await asyncio.wait_for(app(scope(body), client.receive, client.send), 5)
+    assert order == ["ended", "settled"]
+    assert client.sent[-1] == {"type": "http.response.body", "body": b"data: [DONE]\n\n"}
+    day, _ = await app.state.guard.ledger.spend("team", Periods.at(clock.now))
+    assert day.held == 0 and day.spent > 0
