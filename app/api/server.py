@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from app.errors import error_body
 
@@ -141,6 +141,9 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False  # from the connection's or a request's first byte to its headers
         self._header_since = 0.0
         self._rejected = False
+        # The cycle whose app is running: with a request pipelined behind it, ``self.cycle``
+        # is that later one, and uvicorn tells only ``self.cycle`` of a lost connection.
+        self._serving: RequestResponseCycle | None = None
 
     # -- header deadline ------------------------------------------------------------------
     # One timer per connection, not one armed and cancelled per request (5.6 us on uvloop):
@@ -198,10 +201,20 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._arm()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._serving = cycle
+        super()._start_asgi_task(cycle, app)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
-        cycle = self.cycle
+        cycle, serving = self.cycle, self._serving
         super().connection_lost(exc)
+        if serving is not None and serving is not cycle and not serving.response_complete:
+            serving.disconnected = True  # what uvicorn does for self.cycle only
+            serving.message_event.set()
+            hook = request_signals(serving.scope)
+            if hook is not None:
+                hook.fire()
         if cycle is not None and not cycle.response_complete:
             hook = request_signals(cycle.scope)
             if hook is not None:

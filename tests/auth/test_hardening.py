@@ -505,3 +505,42 @@ async def test_a_pipelined_requests_slow_headers_do_not_cut_the_response_in_flig
     assert b"end\r\n0\r\n\r\n" in answer  # A's answer complete before B's 408
     assert b"headers did not arrive" in rest
     protocol.connection_lost(None)
+
+
+async def test_a_lost_connection_reaches_the_request_being_answered_with_one_pipelined_behind() -> (
+    None
+):
+    # Request A is being answered and B waits behind it (pipelined): when the connection is
+    # lost, A's app must hear it (its upstream call is then cancelled), not only B's.
+    import asyncio
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from app.api.server import HardenedHttpToolsProtocol, request_signals
+
+    heard: list[str] = []
+    waiting = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        signals = request_signals(scope)
+        assert signals is not None
+        gone = asyncio.Event()
+        signals.callback = gone.set
+        waiting.set()
+        await gone.wait()  # as the chat endpoint waits on its upstream
+        heard.append(scope["path"])
+
+    config = Config(app=app, lifespan="off", log_level="critical")
+    config.load()
+    config._pareto_server_limits = (8192, 30.0)  # type: ignore[attr-defined]
+    protocol = HardenedHttpToolsProtocol(config, ServerState(), {})
+    protocol.connection_made(_Transport())  # type: ignore[arg-type]
+    protocol.data_received(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+    await asyncio.wait_for(waiting.wait(), 2)
+    protocol.connection_lost(None)
+    for _ in range(50):
+        if heard:
+            break
+        await asyncio.sleep(0.01)
+    assert heard == ["/a"]
