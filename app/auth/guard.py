@@ -14,9 +14,14 @@ A hold is recorded in the ledger under an id this ticket makes (:mod:`app.auth.l
 settling releases what that record holds, so a hold whose outcome is unknown can still be
 released: when the hold's call fails (its reply missed ``PARETO_REDIS_TIMEOUT_S``, the
 connection dropped after it was sent) or is cancelled, Redis may have applied it. A failed
-hold (or settle) fires a *release by id* in the background, retried a few times, and the
-client gets its 503 without waiting for it; a cancelled hold is released by the request's
-settle. Whatever is never settled (the worker died) stops counting when the record expires,
+hold fires a *release by id* in the background, retried a few times, and the client gets its
+503 without waiting for it; a cancelled hold is released by the request's settle.
+
+A settle is applied at most once under its own id (the hold id, or a fresh one when nothing
+was held), so a settle whose outcome is unknown is sent again, in the background on the same
+retry schedule, with the same id: the cost is charged once whether or not the first attempt
+was applied, and the log line says whether it was. Whatever is never settled (the worker
+died, Redis stayed away through every retry) stops counting when the record expires,
 ``HOLD_GRACE_S`` after the request's deadline.
 """
 
@@ -28,6 +33,7 @@ import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -48,7 +54,7 @@ _STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 # request is cut at its deadline, then settles within moments (a response still being
 # written to a slow client settles later; its hold is dropped, its cost still charged).
 HOLD_GRACE_S = 60.0
-# Pauses before the attempts of a background release (the first goes at once).
+# Pauses before the attempts of a background release or settle (the first goes at once).
 RELEASE_RETRY_S = (0.0, 1.0, 5.0)
 _LIMIT_WORDS = {
     "requests_per_minute": "requests per minute",
@@ -89,6 +95,19 @@ def _duration(seconds: float) -> str:
     if s < 7200:
         return f"{s // 60} min"
     return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+@dataclass(frozen=True, slots=True)
+class _Settle:
+    """What one settle sends, kept to send it again under the same id (``settle_id`` None:
+    a release by id, which charges nothing and needs no id of its own)."""
+
+    limits: Limits
+    hold_id: str | None
+    actual: int
+    extra: int
+    periods: Periods
+    settle_id: str | None
 
 
 class Ticket:
@@ -213,37 +232,32 @@ class Ticket:
             return
         now = guard.clock()
         periods = self._periods or Periods.at(now)
+        # The settle's own id makes it safe to send again (applied at most once).
+        settle = _Settle(
+            limits, hold_id, actual, extra, periods, self._hold_id or guard.new_hold_id()
+        )
         # A client that goes away cancels the request's task (task.cancel(), which an anyio
         # shield does not stop): a settle cut short would leave the hold standing and the
         # cost uncharged, so it runs in a task of its own that the cancellation cannot reach.
-        await guard.shielded(self._settle(record, limits, hold_id, actual, extra, periods, now))
+        await guard.shielded(self._settle(record, settle, now))
 
-    async def _settle(
-        self,
-        record: Record,
-        limits: Limits,
-        hold_id: str | None,
-        actual: int,
-        extra: int,
-        periods: Periods,
-        now: float,
-    ) -> None:
+    async def _settle(self, record: Record, settle: _Settle, now: float) -> None:
         guard = self._guard
         assert guard is not None
         try:
-            await guard.ledger.settle(limits, hold_id, actual, extra, periods, now)
-        except _STORE_ERRORS as exc:
-            # Applied or not, we cannot tell; a retry could charge twice, but a release by
-            # id cannot release twice: the hold goes, the cost may go uncharged.
-            log.error(
-                "limits_settle_failed",
-                api_key_name=limits.name,
-                request_id=record.request_id,
-                error_type=type(exc).__name__,
-                cost_usd=actual / NANO,  # charged or not: unknown
+            await guard.ledger.settle(
+                settle.limits,
+                settle.hold_id,
+                settle.actual,
+                settle.extra,
+                settle.periods,
+                now,
+                settle_id=settle.settle_id,
             )
-            if hold_id is not None:
-                guard.release_later(limits, hold_id, periods)
+        except _STORE_ERRORS as exc:
+            # Applied or not, we cannot tell: send it again with the same id, which Redis
+            # applies only if the first was not (no double charge, no lost charge).
+            guard.settle_later(settle, record.request_id, type(exc).__name__)
 
     async def settle_after(
         self, stream: AsyncIterator[bytes], record: Record
@@ -280,7 +294,15 @@ class Guard:
 
     def release_later(self, limits: Limits, hold_id: str, periods: Periods) -> None:
         """Release ``hold_id``'s record in the background (idempotent, so it is retried)."""
-        task = asyncio.ensure_future(self._release(limits, hold_id, periods))
+        self._background(self._release(_Settle(limits, hold_id, 0, 0, periods, None)))
+
+    def settle_later(self, settle: _Settle, request_id: str, error: str) -> None:
+        """Send again, in the background, a settle whose first attempt failed with
+        ``error`` and may or may not have been applied (its id makes a retry safe)."""
+        self._background(self._resettle(settle, request_id, error))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
@@ -292,31 +314,80 @@ class Guard:
         task.add_done_callback(self._releases.discard)
         await asyncio.shield(task)
 
-    async def _release(self, limits: Limits, hold_id: str, periods: Periods) -> None:
+    async def _retry(self, settle: _Settle) -> tuple[bool | None, int, str]:
+        """Send ``settle`` on the retry schedule: (applied by this call (True), or by an
+        earlier one (False), or unknown (None: every attempt failed); attempts; last error)."""
         error = ""
+        attempts = 0
         for pause in RELEASE_RETRY_S:
             if pause:
                 await self._sleep(pause)
+            attempts += 1
             try:
-                await self.ledger.settle(limits, hold_id, 0, 0, periods, self.clock())
-                return
+                applied = await self.ledger.settle(
+                    settle.limits,
+                    settle.hold_id,
+                    settle.actual,
+                    settle.extra,
+                    settle.periods,
+                    self.clock(),
+                    settle_id=settle.settle_id,
+                )
+                return applied, attempts, error
             except _STORE_ERRORS as exc:
                 error = type(exc).__name__
-        log.error(
-            "limits_release_failed",
-            api_key_name=limits.name,
-            error_type=error,
-            detail="the hold stops counting when its record expires",
+        return None, attempts, error
+
+    async def _release(self, release: _Settle) -> None:
+        applied, _, error = await self._retry(release)
+        if applied is None:
+            log.error(
+                "limits_release_failed",
+                api_key_name=release.limits.name,
+                error_type=error,
+                detail="the hold stops counting when its record expires",
+            )
+
+    async def _resettle(self, settle: _Settle, request_id: str, first_error: str) -> None:
+        fields = {
+            "api_key_name": settle.limits.name,
+            "request_id": request_id,
+            "cost_usd": settle.actual / NANO,
+            "first_error_type": first_error,
+        }
+        try:
+            applied, attempts, error = await self._retry(settle)
+        except asyncio.CancelledError:  # shutdown gave up waiting for Redis
+            log.error("limits_settle_failed", charged="unknown", detail="shutdown", **fields)
+            raise
+        if applied is None:
+            log.error(
+                "limits_settle_failed",
+                charged="unknown",  # the first attempt may have been applied
+                retries=attempts,
+                error_type=error,
+                detail="the hold stops counting when its record expires",
+                **fields,
+            )
+            return
+        # Charged exactly once: by this retry, or by an earlier attempt whose reply was lost.
+        log.warning(
+            "limits_settle_retried",
+            charged=True,
+            charged_by="this_retry" if applied else "an_earlier_attempt",
+            retries=attempts,
+            **fields,
         )
 
     async def drain(self) -> None:
-        """Wait until no background release is in flight."""
+        """Wait until no background release or settle retry is in flight."""
         while self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
 
     async def aclose(self, wait_s: float) -> None:
-        """At shutdown: give the background releases ``wait_s`` to finish, cancel the rest
-        (their holds stop counting when their records expire)."""
+        """At shutdown: give the background releases and settle retries ``wait_s`` to
+        finish, cancel the rest (their holds stop counting when their records expire; a
+        cancelled settle retry logs ``limits_settle_failed``)."""
         pending = set(self._releases)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=wait_s)

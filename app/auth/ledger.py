@@ -25,6 +25,14 @@ With Redis every step is one Lua script, so all replicas share exact counts. Wit
 enforces its own). ``now`` is always passed in (wall-clock seconds) so tests drive time
 explicitly; expiries are on the same clock (replicas' clocks differ by far less than the
 margin).
+
+A settle is applied at most once. The caller names it with an id of its own (the ticket's
+hold id, or a fresh one when it holds nothing) and the settle script records that id, in the
+same atomic step as the charge, as a mark that lives ``SETTLED_TTL_S``; a settle whose id is
+marked applies nothing. So a settle whose reply was lost can be sent again: it charges what
+the first attempt did not, and nothing if the first was applied (one round trip either way:
+the check is inside the script). A *release by id* (no charge) needs no mark: releasing a
+record twice releases nothing the second time.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import heapq
+import itertools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -48,6 +57,11 @@ _MONTH_TTL_S = 40 * 86400
 # (a worker died with many requests in flight) is cleared by the holds that follow.
 SWEEP_BATCH = 64
 _RECORDS = ":holds"  # suffix of a period's index of hold records (Redis)
+# How long a settle's id stays marked as applied: far longer than a settle is retried for
+# (:data:`app.auth.guard.RELEASE_RETRY_S`, ~6 s plus one Redis timeout per attempt), short
+# enough that the marks of a busy key stay small (one small key per request, 2 min).
+SETTLED_TTL_S = 120.0
+_SETTLED_TTL_MS = int(SETTLED_TTL_S * 1000)
 
 
 def to_nano(usd: float) -> int:
@@ -153,9 +167,14 @@ class Ledger(Protocol):
         extra_tokens: int,
         periods: Periods,
         now: float,
-    ) -> None:
+        *,
+        settle_id: str | None = None,
+    ) -> bool:
         """Release what ``hold_id``'s record holds (nothing when there is none), charge
-        ``actual`` and correct the token count by ``extra_tokens``."""
+        ``actual`` and correct the token count by ``extra_tokens``.
+
+        With ``settle_id``, all of it at most once: False (nothing applied) when a settle
+        with this id was applied in the last ``SETTLED_TTL_S``; True when applied now."""
         ...
 
     async def spend(self, name: str, periods: Periods) -> tuple[Spend, Spend]: ...
@@ -245,7 +264,13 @@ return {1, '', state[1][1], state[1][2]}
 """
 
 _SETTLE = """
--- KEYS: as for a hold, then the token TAT. ARGV[1]: the hold's id ('' = none).
+-- KEYS: as for a hold, then the token TAT, then (with a settle id) the settle's mark.
+-- ARGV[1]: the hold's id ('' = none); ARGV[9]: the mark's life in ms ('' = no mark: a
+-- release by id, which is idempotent without one).
+-- A settle whose mark exists was applied already (its reply was lost): apply nothing.
+if ARGV[9] ~= '' and not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[9]) then
+  return 0
+end
 local id, actual = ARGV[1], tonumber(ARGV[2])
 if ARGV[7] == '1' and (id ~= '' or actual ~= 0) then
   for i = 1, 2 do
@@ -287,7 +312,8 @@ class RedisLedger:
     Runs on the hot-path client (:mod:`app.fastredis`): scripts by EVALSHA on the process's
     one multiplexed connection, under ``PARETO_REDIS_TIMEOUT_S``. A period's hash holds
     ``spent``, ``held`` and one ``h:<hold id>`` field per live hold record; the sorted set
-    ``<hash>:holds`` indexes those records by expiry. Both expire with the period.
+    ``<hash>:holds`` indexes those records by expiry. Both expire with the period. An
+    applied settle leaves the key ``settled:<settle id>`` for ``SETTLED_TTL_S``.
     """
 
     def __init__(self, redis: FastRedis, prefix: str) -> None:
@@ -366,11 +392,16 @@ class RedisLedger:
         extra_tokens: int,
         periods: Periods,
         now: float,
-    ) -> None:
+        *,
+        settle_id: str | None = None,
+    ) -> bool:
         _, tok, day, month = self._keys(limits.name, periods)
         budget = limits.daily_nano is not None or limits.monthly_nano is not None
-        await self._settle(
-            keys=[day, month, day + _RECORDS, month + _RECORDS, tok],
+        keys = [day, month, day + _RECORDS, month + _RECORDS, tok]
+        if settle_id:
+            keys.append(f"{self._prefix}settled:{settle_id}")
+        out = await self._settle(
+            keys=keys,
             args=[
                 hold_id or "",
                 actual,
@@ -380,8 +411,10 @@ class RedisLedger:
                 extra_tokens,
                 "1" if budget else "0",
                 repr(now),
+                _SETTLED_TTL_MS if settle_id else "",
             ],
         )
+        return int(out) == 1
 
     async def spend(self, name: str, periods: Periods) -> tuple[Spend, Spend]:
         _, _, day, month = self._keys(name, periods)
@@ -444,6 +477,8 @@ class MemoryLedger:
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
         self._spend: dict[str, _Period] = {}
+        # Settle id → when its mark expires, in the order applied (so, earliest first).
+        self._settled: dict[str, float] = {}
 
     def _budget(self, key: str) -> _Period:
         period = self._spend.get(key)
@@ -505,7 +540,16 @@ class MemoryLedger:
         extra_tokens: int,
         periods: Periods,
         now: float,
-    ) -> None:
+        *,
+        settle_id: str | None = None,
+    ) -> bool:
+        if settle_id:
+            settled = self._settled
+            for old in list(itertools.takewhile(lambda i: settled[i] <= now, settled)):
+                del settled[old]
+            if settle_id in settled:
+                return False
+            settled[settle_id] = now + SETTLED_TTL_S
         if limits.daily_nano is not None or limits.monthly_nano is not None:
             for key in (f"{limits.name}:d:{periods.day}", f"{limits.name}:m:{periods.month}"):
                 state = self._budget(key)
@@ -519,6 +563,7 @@ class MemoryLedger:
             if extra_tokens > 0:
                 tat = max(tat, now)
             self._tat[key] = tat + interval * extra_tokens
+        return True
 
     async def spend(self, name: str, periods: Periods) -> tuple[Spend, Spend]:
         d = self._spend.get(f"{name}:d:{periods.day}")

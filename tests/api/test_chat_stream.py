@@ -197,10 +197,10 @@ async def test_a_client_leaving_while_the_budget_is_settled_does_not_cut_the_set
     settle = ledger.settle
     settling = asyncio.Event()
 
-    async def slow_settle(*args: Any) -> Any:
+    async def slow_settle(*args: Any, **kwargs: Any) -> Any:
         settling.set()
         await asyncio.sleep(0.05)  # a Redis round trip
-        return await settle(*args)
+        return await settle(*args, **kwargs)
 
     ledger.settle = slow_settle
     body = orjson.dumps({"model": "small", "messages": MSG, "stream": True, "max_tokens": 8})

@@ -1,4 +1,5 @@
-"""Budget holds never outlive their request, whatever happens to the calls that hold them.
+"""Budget holds never outlive their request, and each request is charged exactly once,
+whatever happens to the calls that hold and settle them.
 
 A key whose budget is exactly one request: a hold that leaked would answer the next request
 402 "fully reserved" although nothing was spent. The gateway talks to the shared Redis
@@ -17,10 +18,19 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from structlog.testing import capture_logs
 
 from app.auth.config import ApiKey
 from app.auth.guard import HOLD_GRACE_S, Guard
-from app.auth.ledger import _HOLD, _SETTLE, MemoryLedger, Periods, RedisLedger, to_nano
+from app.auth.ledger import (
+    _HOLD,
+    _SETTLE,
+    SETTLED_TTL_S,
+    MemoryLedger,
+    Periods,
+    RedisLedger,
+    to_nano,
+)
 from app.errors import LimitsUnavailableError
 from app.fastredis import FastRedis
 from app.telemetry.record import Record
@@ -96,28 +106,83 @@ async def test_a_hold_applied_but_never_answered_is_released(
     assert await spend(app, clock.now) == (R, 0)
 
 
-async def test_a_settle_lost_on_the_way_releases_the_hold(
-    app_client, shared, proxy, redis_prefix
+@pytest.mark.parametrize(
+    ("failure", "charged_by"),
+    [("lose", "this_retry"), ("cut", "an_earlier_attempt"), ("late", "an_earlier_attempt")],
+)
+async def test_a_settle_whose_reply_is_lost_is_charged_once_by_its_retry(
+    app_client, shared, proxy, redis_prefix, failure, charged_by
 ) -> None:
+    # lose: the settle never reached Redis; cut / late: Redis applied it, the reply never
+    # came (connection dropped / after PARETO_REDIS_TIMEOUT_S). Either way the gateway
+    # cannot tell, sends it again under the same settle id, and Redis charges it once.
     client, clock, app = await gateway(app_client, proxy.url, redis_prefix)
-    proxy.on(SETTLE_SHA, "lose")
-    assert (await chat(client)).status_code == 200  # settled after the last byte: lost
-    assert proxy.fired == ["lose"]
-    # The hold is released by id (idempotent); the cost is not charged again blindly
-    # (a settle retried after it was applied would charge it twice).
-    assert await until_released(app, clock.now) == (0, 0)
-    assert (await chat(client)).status_code == 200
-
-
-async def test_a_settle_answered_late_releases_nothing_twice(
-    app_client, shared, proxy, redis_prefix
-) -> None:
-    client, clock, app = await gateway(app_client, proxy.url, redis_prefix)
-    proxy.on(SETTLE_SHA, "late")
-    assert (await chat(client)).status_code == 200
-    await app.state.guard.drain()  # the release by id after the settle "failed"
-    assert await spend(app, clock.now) == (R, 0)  # not (R, -R)
+    proxy.on(SETTLE_SHA, failure)
+    with capture_logs() as logs:
+        assert (await chat(client)).status_code == 200  # settled after the last byte
+        await app.state.guard.drain()  # the retry
+    assert proxy.fired == [failure]
+    assert await spend(app, clock.now) == (R, 0)  # charged once (not 0, not 2R), released
+    retried = [e for e in logs if e["event"] == "limits_settle_retried"]
+    assert len(retried) == 1 and retried[0]["charged"] is True
+    assert retried[0]["charged_by"] == charged_by and retried[0]["api_key_name"] == "team"
+    assert not [e for e in logs if e["event"] == "limits_settle_failed"]
+    # The budget is one request: charged, it refuses the next.
     assert (await chat(client)).status_code == 402
+
+
+async def test_a_settle_takes_one_round_trip_that_also_marks_it_applied(
+    shared, proxy, redis_prefix
+) -> None:
+    # Exactly-once costs no extra command: the mark is written by the settle script itself.
+    hot = FastRedis(proxy.url, timeout_s=1.0)
+    guard = Guard(RedisLedger(hot, redis_prefix), clock=lambda: NOON)
+    key = ApiKey(name="team", key_hash="x", daily_usd=REQUEST_USD)
+    try:
+        ticket = await guard.admit(key, {"messages": []})
+        await ticket.hold(REQUEST_USD, deadline_s=900)
+        before = len(proxy.sent)
+        await ticket.settle(Record(request_id="r", cost_usd=REQUEST_USD))
+        sent = proxy.sent[before:]
+        assert len(sent) == 1 and SETTLE_SHA.encode() in sent[0]
+        assert f"{redis_prefix}settled:".encode() in sent[0]
+        marks = [k async for k in shared.scan_iter(match=redis_prefix + "settled:*")]
+        assert len(marks) == 1
+        assert 0 < await shared.pttl(marks[0]) <= SETTLED_TTL_S * 1000
+        day, _ = await guard.ledger.spend("team", Periods.at(NOON))
+        assert (day.spent, day.held) == (R, 0)
+    finally:
+        await guard.aclose(wait_s=1)
+        await hot.aclose()
+
+
+async def test_a_settle_that_never_gets_through_says_its_charge_is_unknown(
+    shared, proxy, redis_prefix
+) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    hot = FastRedis(proxy.url, timeout_s=1.0)
+    guard = Guard(RedisLedger(hot, redis_prefix), clock=lambda: NOON, sleep=sleep)
+    key = ApiKey(name="team", key_hash="x", daily_usd=REQUEST_USD)
+    try:
+        ticket = await guard.admit(key, {"messages": []})
+        await ticket.hold(REQUEST_USD, deadline_s=900)
+        proxy.on(SETTLE_SHA, "lose", times=4)  # the settle and its three retries
+        with capture_logs() as logs:
+            await ticket.settle(Record(request_id="r", cost_usd=REQUEST_USD))
+            await guard.drain()
+        assert proxy.fired == ["lose"] * 4 and pauses == [1.0, 5.0]
+        failed = [e for e in logs if e["event"] == "limits_settle_failed"]
+        assert len(failed) == 1 and failed[0]["charged"] == "unknown"
+        assert failed[0]["request_id"] == "r" and failed[0]["retries"] == 3
+        day, _ = await guard.ledger.spend("team", Periods.at(NOON))
+        assert (day.spent, day.held) == (0, R)  # held until the record expires
+    finally:
+        await guard.aclose(wait_s=1)
+        await hot.aclose()
 
 
 async def test_a_hold_whose_worker_died_stops_counting_after_the_deadline_and_grace(
@@ -188,12 +253,12 @@ async def test_a_release_that_fails_is_retried_after_a_pause(shared, proxy, redi
 
 async def test_a_free_request_holds_and_settles_without_a_settle_round_trip() -> None:
     # A zero estimate records nothing, so there is nothing to release afterwards.
-    settles: list[str | None] = []
+    settles: list[tuple[str | None, str | None]] = []
 
     class Counting(MemoryLedger):
-        async def settle(self, limits, hold_id, actual, extra_tokens, periods, now) -> None:
-            settles.append(hold_id)
-            await super().settle(limits, hold_id, actual, extra_tokens, periods, now)
+        async def settle(self, limits, hold_id, actual, extra_tokens, periods, now, **kw):
+            settles.append((hold_id, kw.get("settle_id")))
+            return await super().settle(limits, hold_id, actual, extra_tokens, periods, now, **kw)
 
     guard = Guard(Counting(), clock=lambda: NOON)
     ticket = await guard.admit(ApiKey(name="team", key_hash="x", daily_usd=1.0), {})
@@ -203,4 +268,10 @@ async def test_a_free_request_holds_and_settles_without_a_settle_round_trip() ->
     paid = await guard.admit(ApiKey(name="team", key_hash="x", daily_usd=1.0), {})
     await paid.hold(0.001, deadline_s=900)
     await paid.settle(Record(request_id="r"))
-    assert len(settles) == 1 and settles[0] is not None
+    assert len(settles) == 1 and settles[0][0] is not None
+    assert settles[0][1] == settles[0][0]  # the settle goes under the hold's id
+    # Nothing held but something to charge: the settle still has an id (a fresh one).
+    unheld = await guard.admit(ApiKey(name="team", key_hash="x", daily_usd=1.0), {})
+    await unheld.hold(0.0, deadline_s=900)
+    await unheld.settle(Record(request_id="r", cost_usd=0.001))
+    assert settles[1][0] is None and settles[1][1] not in (None, settles[0][1])

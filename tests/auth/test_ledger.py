@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.auth.ledger import (
+    SETTLED_TTL_S,
     SWEEP_BATCH,
     BudgetVerdict,
     Ledger,
@@ -168,6 +169,40 @@ async def test_settle_releases_what_the_record_holds_and_only_once(ledger) -> No
     await ledger.settle(lim, "b", 0, 0, p, T0)
     day, _ = await ledger.spend("k", p)
     assert (day.spent, day.held) == (50, 0)
+
+
+async def test_a_settle_sent_twice_under_one_id_is_applied_once(ledger) -> None:
+    # Its first reply was lost, so the gateway sent it again: the charge, the release and
+    # the token correction happen once, and the second call says it applied nothing.
+    lim = limits(daily=1000, tpm=100)
+    p = Periods.at(T0)
+    assert (await ledger.admit(lim, 20, T0)).ok
+    assert (await hold(ledger, lim, 60, "a")).ok
+    assert (await hold(ledger, lim, 30, "b")).ok
+    assert await ledger.settle(lim, "a", 50, 40, p, T0, settle_id="a") is True
+    assert await ledger.settle(lim, "a", 50, 40, p, T0 + 1, settle_id="a") is False
+    day, month = await ledger.spend("k", p)
+    assert (day.spent, day.held) == (50, 30) and (month.spent, month.held) == (50, 30)
+    # 20 + 40 tokens used of 100: 40 more pass now, 41 would not (80 once charged twice).
+    assert not (await ledger.admit(lim, 41, T0)).ok
+    assert (await ledger.admit(lim, 40, T0)).ok
+    # A settle with nothing held has an id of its own; other ids are applied as usual.
+    assert await ledger.settle(lim, None, 7, 0, p, T0, settle_id="c") is True
+    assert await ledger.settle(lim, None, 7, 0, p, T0, settle_id="c") is False
+    assert await ledger.settle(lim, "b", 20, 0, p, T0, settle_id="b") is True
+    day, _ = await ledger.spend("k", p)
+    assert (day.spent, day.held) == (77, 0)
+
+
+async def test_a_settle_id_is_forgotten_after_its_mark_expires() -> None:
+    # In memory (Redis expires the mark on its own clock): the marks do not pile up.
+    ledger = MemoryLedger()
+    lim = limits(daily=1000)
+    p = Periods.at(T0)
+    assert await ledger.settle(lim, None, 5, 0, p, T0, settle_id="x")
+    assert not await ledger.settle(lim, None, 5, 0, p, T0 + SETTLED_TTL_S - 1, settle_id="x")
+    assert await ledger.settle(lim, None, 5, 0, p, T0 + SETTLED_TTL_S + 1, settle_id="y")
+    assert ledger._settled == {"y": T0 + 2 * SETTLED_TTL_S + 1}  # "x" swept
 
 
 async def test_holds_of_one_request_add_up_and_keep_the_latest_expiry(ledger) -> None:
