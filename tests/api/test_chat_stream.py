@@ -226,10 +226,10 @@ async def test_a_finished_streams_end_does_not_wait_for_the_budget_settle(app_cl
     settle = ledger.settle
     order: list[str] = []
 
-    async def slow_settle(*args: Any) -> Any:
+    async def slow_settle(*args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(0.05)
         order.append("settled")
-        return await settle(*args)
+        return await settle(*args, **kwargs)
 
     ledger.settle = slow_settle
 
