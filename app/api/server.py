@@ -144,6 +144,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         # The cycle whose app is running: with a request pipelined behind it, ``self.cycle``
         # is that later one, and uvicorn tells only ``self.cycle`` of a lost connection.
         self._serving: RequestResponseCycle | None = None
+        self._deferred: tuple[int, str] | None = None  # a rejection waiting for an answer
 
     # -- header deadline ------------------------------------------------------------------
     # One timer per connection, not one armed and cancelled per request (5.6 us on uvloop):
@@ -170,10 +171,6 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         if left > 0:
             self._header_timer = self.loop.call_later(left, self._too_slow)
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            # Pipelined headers, overdue while the previous answer is still being written:
-            # the 408 goes out after that answer (on_response_complete), not into it.
-            return
         self._reject(
             408,
             f"the request's headers did not arrive within {self._header_timeout_s:g} s; "
@@ -181,13 +178,22 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def _reject(self, status: int, message: str) -> None:
+        """Answer ``status`` and close; nothing more is read. For a request pipelined behind
+        one still being answered (or queued), the answer waits for theirs
+        (:meth:`on_response_complete`): written now, it would land inside theirs."""
+        self._cancel_timer()
+        self._rejected = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._deferred = (status, message)
+            return
+        self._send_rejection(status, message)
+
+    def _send_rejection(self, status: int, message: str) -> None:
         body = error_body(message, "invalid_request_error", "request_rejected")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body)) + body
         )
-        self._cancel_timer()
-        self._rejected = True
         # Lingering close: stop writing, drain what the client still sends for a moment, then
         # close. Closing with unread input would reset the connection and lose the answer.
         if self.transport.can_write_eof():
@@ -219,6 +225,13 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             hook = request_signals(cycle.scope)
             if hook is not None:
                 hook.fire()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to a parser error, which is also what _Rejected raised from a
+        # parser callback becomes (httptools wraps it): that request has its answer already
+        # (or has it waiting for the answer in flight), so no 400 is written over it.
+        if not self._rejected:
+            super().send_400_response(msg)
 
     def _too_large(self) -> None:
         self._reject(
@@ -273,5 +286,11 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         self._counting = True  # the next request's headers start now (keep-alive)
         self._header_bytes = 0
-        if self._in_headers and self._header_timer is None and not self._rejected:
-            self._too_slow()  # a pipelined request's headers were overdue during the answer
+        deferred = self._deferred
+        if (
+            deferred is not None
+            and not self.transport.is_closing()
+            and (self.cycle is None or self.cycle.response_complete)  # no other answer due
+        ):
+            self._deferred = None
+            self._send_rejection(*deferred)

@@ -445,10 +445,24 @@ async def test_a_connections_first_headers_are_due_from_the_connection_opening()
     protocol.connection_lost(None)
 
 
-async def test_a_pipelined_requests_slow_headers_do_not_cut_the_response_in_flight() -> None:
-    # A pipelining client sent request A and the start of request B. B's header deadline
-    # passes while A's answer is still being written: the 408 for B must come after A's
-    # complete answer, not in the middle of it (nor may it end the writing side under it).
+@pytest.mark.parametrize(
+    ("pipelined", "status", "says"),
+    [
+        (b"GET /b HTTP/1.1\r\nho", b" 408 ", b"headers did not arrive"),  # never finished
+        (
+            b"GET /b HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 9000 + b"\r\n\r\n",
+            b" 431 ",
+            b"PARETO_MAX_HEADER_BYTES",
+        ),
+    ],
+    ids=["slow", "too-large"],
+)
+async def test_a_pipelined_requests_rejection_does_not_cut_the_response_in_flight(
+    pipelined: bytes, status: bytes, says: bytes
+) -> None:
+    # A pipelining client sent request A and then request B, which is refused (its headers
+    # too slow or too large) while A's answer is still being written: B's error must come
+    # after A's complete answer, not in the middle of it (nor end the writing side under it).
     import asyncio
 
     from uvicorn.config import Config
@@ -491,19 +505,19 @@ async def test_a_pipelined_requests_slow_headers_do_not_cut_the_response_in_flig
     protocol = HardenedHttpToolsProtocol(config, ServerState(), {})
     transport = Transport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
-    protocol.data_received(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nho")
+    protocol.data_received(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n" + pipelined)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    while not any(b" 408 " in w for w in transport.writes):
+    while not any(status in w for w in transport.writes):
         assert loop.time() - started < 5
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.1)
     out = b"".join(transport.writes)
     assert errors == []
-    answer, _, rest = out.partition(b" 408 ")
+    answer, _, rest = out.partition(status)
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"part;") == 6
-    assert b"end\r\n0\r\n\r\n" in answer  # A's answer complete before B's 408
-    assert b"headers did not arrive" in rest
+    assert b"end\r\n0\r\n\r\n" in answer  # A's answer complete before B's error
+    assert says in rest
     protocol.connection_lost(None)
 
 
