@@ -243,7 +243,9 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return  # answered already; discard until the lingering close
-        if self._counting:
+        # _in_headers too: a pipelined request's headers arriving while an earlier request
+        # is answered count as well (_counting is off then), or they would pile up unbounded.
+        if self._counting or self._in_headers:
             self._header_bytes += len(data)
         try:
             super().data_received(data)
@@ -251,7 +253,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             return
         # Headers still incomplete after this many bytes: they are at least this large.
         if (
-            self._counting
+            (self._counting or self._in_headers)
             and self._header_bytes > self._max_header_bytes
             and not self._rejected
             and not self.transport.is_closing()

@@ -558,3 +558,47 @@ async def test_a_lost_connection_reaches_the_request_being_answered_with_one_pip
             break
         await asyncio.sleep(0.01)
     assert heard == ["/a"]
+
+
+async def test_pipelined_headers_that_grow_past_the_limit_during_an_answer_get_431_after_it() -> (
+    None
+):
+    # Request B's headers keep coming, piece by piece, while A is answered: they are counted
+    # (not held in memory without bound until A ends) and B gets its 431 after A's answer.
+    import asyncio
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from app.api.server import HardenedHttpToolsProtocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(5):
+            await send({"type": "http.response.body", "body": b"part;", "more_body": True})
+            await asyncio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b"end"})
+
+    config = Config(app=app, lifespan="off", log_level="critical")
+    config.load()
+    config._pareto_server_limits = (8192, 30.0)  # type: ignore[attr-defined]
+    protocol = HardenedHttpToolsProtocol(config, ServerState(), {})
+
+    class Transport(_Transport):
+        def can_write_eof(self) -> bool:
+            return False
+
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\n")
+    for i in range(30):  # 30 x 400 bytes of B's headers while A is answered
+        await asyncio.sleep(0.005)
+        protocol.data_received(b"x-h%d: %s\r\n" % (i, b"c" * 390))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not any(b" 431 " in w for w in transport.writes):
+        assert loop.time() - started < 3, "no 431 for headers past the limit"
+        await asyncio.sleep(0.05)
+    answer, _, rest = b"".join(transport.writes).partition(b" 431 ")
+    assert b"end\r\n0\r\n\r\n" in answer and b"PARETO_MAX_HEADER_BYTES" in rest
+    protocol.connection_lost(None)
