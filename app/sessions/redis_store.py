@@ -142,7 +142,9 @@ class RedisSessionStore:
 
     async def put(self, key: str, entry: SessionEntry) -> None:
         self._local.put_now(key, entry)
-        if not (self._usable() and await self._write(key, entry)):
+        if self._usable() and await self._write(key, entry):
+            self._unsynced.discard(key)  # Redis has it now: nothing left to copy back
+        else:
             self._mark_unsynced(key)
 
     def refresh(self, key: str, entry: SessionEntry) -> None:

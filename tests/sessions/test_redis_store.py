@@ -97,6 +97,24 @@ async def test_turns_seconds_apart_renew_a_session_once_per_tenth_of_its_ttl(
     assert await shared.get(key) == ENTRY.encode()
 
 
+async def test_a_session_written_after_redis_lost_it_is_not_renewed_again_at_once(
+    shared: aioredis.Redis, hot: FastRedis, redis_prefix: str
+) -> None:
+    clock = Clock()
+    store = RedisSessionStore(hot, ttl_s=600, prefix=redis_prefix, clock=clock)
+    key = redis_prefix + "moved"
+    await store.put("moved", ENTRY)
+    await shared.delete(key)  # lost by Redis; the local mirror still has it
+    assert await store.get("moved") == ENTRY  # marked for copy-back
+    moved = SessionEntry("other@p", "auto")
+    await store.put("moved", moved)  # the conversation moved: written, so in Redis again
+    await shared.pexpire(key, 300_000)
+    clock.now += 10
+    store.refresh("moved", moved)  # 10 s after that write: nothing to copy back, not renewed
+    assert await hot.execute("PING") == b"PONG"
+    assert await shared.pttl(key) <= 300_000
+
+
 async def test_two_stores_on_one_redis_share_sessions(
     shared: aioredis.Redis, hot: FastRedis, redis_prefix: str
 ) -> None:
