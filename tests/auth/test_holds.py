@@ -59,6 +59,25 @@ async def proxy() -> AsyncIterator[RedisProxy]:
         yield p
 
 
+@pytest.fixture
+async def paused_guard(
+    proxy: RedisProxy, redis_prefix: str
+) -> AsyncIterator[tuple[Guard, list[float]]]:
+    """A guard on the hot client behind the proxy whose retry pauses are recorded, not slept."""
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    hot = FastRedis(proxy.url, timeout_s=1.0)
+    guard = Guard(RedisLedger(hot, redis_prefix), clock=lambda: NOON, sleep=sleep)
+    try:
+        yield guard, pauses
+    finally:
+        await guard.aclose(wait_s=1)
+        await hot.aclose()
+
+
 async def gateway(app_client, url: str, prefix: str) -> tuple[Any, Any, Any]:
     """An in-process gateway with a one-request daily budget, counting in Redis at ``url``."""
     return await keyed_client(
@@ -157,32 +176,22 @@ async def test_a_settle_takes_one_round_trip_that_also_marks_it_applied(
 
 
 async def test_a_settle_that_never_gets_through_says_its_charge_is_unknown(
-    shared, proxy, redis_prefix
+    shared, proxy, paused_guard: tuple[Guard, list[float]]
 ) -> None:
-    pauses: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-
-    hot = FastRedis(proxy.url, timeout_s=1.0)
-    guard = Guard(RedisLedger(hot, redis_prefix), clock=lambda: NOON, sleep=sleep)
+    guard, pauses = paused_guard
     key = ApiKey(name="team", key_hash="x", daily_usd=REQUEST_USD)
-    try:
-        ticket = await guard.admit(key, {"messages": []})
-        await ticket.hold(REQUEST_USD, deadline_s=900)
-        proxy.on(SETTLE_SHA, "lose", times=4)  # the settle and its three retries
-        with capture_logs() as logs:
-            await ticket.settle(Record(request_id="r", cost_usd=REQUEST_USD))
-            await guard.drain()
-        assert proxy.fired == ["lose"] * 4 and pauses == [1.0, 5.0]
-        failed = [e for e in logs if e["event"] == "limits_settle_failed"]
-        assert len(failed) == 1 and failed[0]["charged"] == "unknown"
-        assert failed[0]["request_id"] == "r" and failed[0]["retries"] == 3
-        day, _ = await guard.ledger.spend("team", Periods.at(NOON))
-        assert (day.spent, day.held) == (0, R)  # held until the record expires
-    finally:
-        await guard.aclose(wait_s=1)
-        await hot.aclose()
+    ticket = await guard.admit(key, {"messages": []})
+    await ticket.hold(REQUEST_USD, deadline_s=900)
+    proxy.on(SETTLE_SHA, "lose", times=4)  # the settle and its three retries
+    with capture_logs() as logs:
+        await ticket.settle(Record(request_id="r", cost_usd=REQUEST_USD))
+        await guard.drain()
+    assert proxy.fired == ["lose"] * 4 and pauses == [1.0, 5.0]
+    failed = [e for e in logs if e["event"] == "limits_settle_failed"]
+    assert len(failed) == 1 and failed[0]["charged"] == "unknown"
+    assert failed[0]["request_id"] == "r" and failed[0]["retries"] == 3
+    day, _ = await guard.ledger.spend("team", Periods.at(NOON))
+    assert (day.spent, day.held) == (0, R)  # held until the record expires
 
 
 async def test_a_hold_whose_worker_died_stops_counting_after_the_deadline_and_grace(
@@ -227,28 +236,20 @@ async def test_a_hold_cancelled_in_flight_is_released_by_the_settle(
         await hot.aclose()
 
 
-async def test_a_release_that_fails_is_retried_after_a_pause(shared, proxy, redis_prefix) -> None:
-    pauses: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-
-    hot = FastRedis(proxy.url, timeout_s=1.0)
-    guard = Guard(RedisLedger(hot, redis_prefix), clock=lambda: NOON, sleep=sleep)
+async def test_a_release_that_fails_is_retried_after_a_pause(
+    shared, proxy, paused_guard: tuple[Guard, list[float]]
+) -> None:
+    guard, pauses = paused_guard
     key = ApiKey(name="team", key_hash="x", daily_usd=REQUEST_USD)
-    try:
-        ticket = await guard.admit(key, {"messages": []})
-        proxy.on(HOLD_SHA, "cut")  # applied, then the connection drops
-        proxy.on(SETTLE_SHA, "lose")  # the first release never reaches Redis
-        with pytest.raises(LimitsUnavailableError):
-            await ticket.hold(REQUEST_USD, deadline_s=900)
-        await guard.drain()
-        assert proxy.fired == ["cut", "lose"] and pauses == [1.0]
-        day, _ = await guard.ledger.spend("team", Periods.at(NOON))
-        assert (day.spent, day.held) == (0, 0)
-    finally:
-        await guard.aclose(wait_s=1)
-        await hot.aclose()
+    ticket = await guard.admit(key, {"messages": []})
+    proxy.on(HOLD_SHA, "cut")  # applied, then the connection drops
+    proxy.on(SETTLE_SHA, "lose")  # the first release never reaches Redis
+    with pytest.raises(LimitsUnavailableError):
+        await ticket.hold(REQUEST_USD, deadline_s=900)
+    await guard.drain()
+    assert proxy.fired == ["cut", "lose"] and pauses == [1.0]
+    day, _ = await guard.ledger.spend("team", Periods.at(NOON))
+    assert (day.spent, day.held) == (0, 0)
 
 
 async def test_a_free_request_holds_and_settles_without_a_settle_round_trip() -> None:

@@ -65,6 +65,14 @@ async def test_roundtrip_stores_only_the_entry_and_a_served_turn_renews_its_ttl(
     assert store.status().degraded is False
 
 
+async def renewed_ttl(store: RedisSessionStore, hot: FastRedis, shared, key: str, entry) -> int:
+    """A served turn's renewal (sent, not waited for), then the key's TTL in ms once Redis has
+    answered what came before a PING."""
+    store.refresh(key, entry)
+    assert await hot.execute("PING") == b"PONG"
+    return int(await shared.pttl(store._prefix + key))
+
+
 async def test_turns_seconds_apart_renew_a_session_once_per_tenth_of_its_ttl(
     shared: aioredis.Redis, hot: FastRedis, redis_prefix: str
 ) -> None:
@@ -76,24 +84,17 @@ async def test_turns_seconds_apart_renew_a_session_once_per_tenth_of_its_ttl(
     await store.put("agent", ENTRY)
     await shared.pexpire(key, 300_000)  # marks what a renewal would undo
     for _ in range(5):
-        clock.now += 10
-        store.refresh("agent", ENTRY)  # 10..50 s after the write: not renewed
-        assert await hot.execute("PING") == b"PONG"
-        assert await shared.pttl(key) <= 300_000
+        clock.now += 10  # 10..50 s after the write: not renewed
+        assert await renewed_ttl(store, hot, shared, "agent", ENTRY) <= 300_000
     clock.now += 15  # 65 s: past a tenth of the TTL
-    store.refresh("agent", ENTRY)
-    assert await hot.execute("PING") == b"PONG"
-    assert await shared.pttl(key) > 590_000
+    assert await renewed_ttl(store, hot, shared, "agent", ENTRY) > 590_000
     await shared.pexpire(key, 300_000)
     clock.now += 30  # 30 s after that renewal: not again
-    store.refresh("agent", ENTRY)
-    assert await hot.execute("PING") == b"PONG"
-    assert await shared.pttl(key) <= 300_000
-    # A deployment change is a put, never throttled; and what Redis lost is copied back at once.
+    assert await renewed_ttl(store, hot, shared, "agent", ENTRY) <= 300_000
+    # What Redis lost is copied back on the next turn, throttle or not.
     await shared.delete(key)
     assert await store.get("agent") == ENTRY  # from the local mirror; Redis lacks it
-    store.refresh("agent", ENTRY)
-    assert await hot.execute("PING") == b"PONG"
+    assert await renewed_ttl(store, hot, shared, "agent", ENTRY) > 590_000
     assert await shared.get(key) == ENTRY.encode()
 
 
@@ -109,10 +110,8 @@ async def test_a_session_written_after_redis_lost_it_is_not_renewed_again_at_onc
     moved = SessionEntry("other@p", "auto")
     await store.put("moved", moved)  # the conversation moved: written, so in Redis again
     await shared.pexpire(key, 300_000)
-    clock.now += 10
-    store.refresh("moved", moved)  # 10 s after that write: nothing to copy back, not renewed
-    assert await hot.execute("PING") == b"PONG"
-    assert await shared.pttl(key) <= 300_000
+    clock.now += 10  # 10 s after that write: nothing to copy back, so not renewed
+    assert await renewed_ttl(store, hot, shared, "moved", moved) <= 300_000
 
 
 async def test_two_stores_on_one_redis_share_sessions(
