@@ -215,6 +215,15 @@ def _connect_error(exc: BaseException, address: Address, timeout_s: float) -> Re
         return RedisTimeoutError(
             f"Timeout connecting to Redis at {where} (after {timeout_s} s{hint})"
         )
+    if address.tls is not None and isinstance(cause, ConnectionResetError):
+        # TLS 1.3: a server that wants a client certificate decides after the handshake; its
+        # alert may be lost to the reset when the login it never reads is already on the way.
+        return RedisConnectionError(
+            f"Redis at {where} reset the TLS connection during login; a server that requires "
+            "client certificates does this when none (or an untrusted one) is sent: add "
+            "ssl_certfile=/path/to/client.crt and ssl_keyfile=/path/to/client.key to the "
+            "Redis URL, signed by a CA the server trusts"
+        )
     if address.tls is None and isinstance(cause, ConnectionResetError):
         # What a TLS-only port does with plain-text commands.
         return RedisConnectionError(

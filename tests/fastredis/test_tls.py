@@ -267,3 +267,24 @@ def test_a_missing_ca_file_stops_the_start_naming_the_option(
     with pytest.raises(ValueError, match="ssl_ca_certs=.*nope.pem.*No such file") as caught:
         create_app(gateway_settings(tmp_path, missing, redis_prefix))
     assert PASSWORD not in str(caught.value)
+
+
+def test_a_tls_connection_reset_during_login_names_the_client_certificate_settings() -> None:
+    # Under TLS 1.3 a server that wants a client certificate refuses after the handshake; the
+    # client sees its alert or, when the login was already on the way, only a reset. Both say
+    # what to fix (seen as a flaky reset in test_client_certificates_from_the_url).
+    import ssl
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from app.fastredis.address import Address
+    from app.fastredis.client import _connect_error
+
+    lost = RedisConnectionError("connection to Redis lost")
+    lost.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+    tls = ssl.create_default_context()
+    address = Address(host="redis.internal", port=6380, password=PASSWORD, tls=tls)
+    error = _connect_error(lost, address, 2.0)
+    message = str(error)
+    assert "ssl_certfile" in message and "ssl_keyfile" in message, message
+    assert "redis.internal:6380" in message and PASSWORD not in message
